@@ -1,0 +1,155 @@
+"""Default configuration (yacs), following TransReID/TSD key names and defaults.
+
+Every key below is read somewhere in the code base. Keys that the reference implementation carries but
+ignores were either made to work (``MODEL.ID_LOSS_WEIGHT``, ``MODEL.TRIPLET_LOSS_WEIGHT``,
+``MODEL.IF_LABELSMOOTH``, ``MODEL.ARCH``, ``TEST.RE_RANKING``, ``TEST.FEAT_NORM``, ``SOLVER.WARMUP_FACTOR``)
+or left out (ResNet, JPM, centre loss, DHW, multistep scheduler, neck choices). Keys marked
+"(new)" do not exist in the reference; their defaults reproduce the reference's hard-coded behaviour.
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+# -----------------------------------------------------------------------------------------------
+# MODEL
+# -----------------------------------------------------------------------------------------------
+_C.MODEL = CN()
+# 'cuda' or 'cpu'. 'cuda' falls back to CPU (with a warning) when no GPU is visible.
+_C.MODEL.DEVICE = "cuda"
+# Exported as CUDA_VISIBLE_DEVICES before CUDA is initialised (single-process runs only).
+_C.MODEL.DEVICE_ID = "0"
+# Prefix of the periodic checkpoints: OUTPUT_DIR/{NAME}_{epoch}.pth
+_C.MODEL.NAME = "transformer"
+# 'imagenet': load MODEL.PRETRAIN_PATH into the ViT backbone; 'self': load a full TSD checkpoint
+# (fine-tuning); 'none': random initialisation.
+_C.MODEL.PRETRAIN_CHOICE = "imagenet"
+_C.MODEL.PRETRAIN_PATH = ""
+# 'tsd': the full TSD model; 'vit': the ViT baseline (global branch only) for ablations.
+_C.MODEL.ARCH = "tsd"
+# ViT backbone name, see model/backbones/vit_pytorch.py (registered TransReID factories).
+_C.MODEL.TRANSFORMER_TYPE = "vit_base_patch16_224_TransReID"
+_C.MODEL.STRIDE_SIZE = [16, 16]
+_C.MODEL.DROP_PATH = 0.1
+_C.MODEL.DROP_OUT = 0.0
+_C.MODEL.ATT_DROP_RATE = 0.0
+# Side information embedding (camera / view), scaled by SIE_COE.
+_C.MODEL.SIE_CAMERA = False
+_C.MODEL.SIE_VIEW = False
+_C.MODEL.SIE_COE = 3.0
+# Number of body parts P; must equal the number of groups of INPUT.MASK_PREPROCESS.
+_C.MODEL.NUM_PARTS = 5
+# Foreground-pooled head (ID loss only).
+_C.MODEL.WITH_FORE_HEAD = False
+# Diversity loss on teacher and mask-pooled part features.
+_C.MODEL.WITH_DIVERSE_LOSS = False
+# (new) Part decoder attention heads and FFN width ratio (reference: 8 heads, FFN 4 x embed_dim).
+_C.MODEL.DECODER_HEADS = 8
+_C.MODEL.DECODER_FFN_RATIO = 4.0
+# Identity classifier type; the reference's TSD path uses plain bias-free linear classifiers.
+_C.MODEL.ID_LOSS_TYPE = "softmax"
+# Soft-margin batch-hard triplet on the global feature when True, else margin SOLVER.MARGIN.
+_C.MODEL.NO_MARGIN = False
+# 'on': label-smoothed (0.1) ID cross-entropy; 'off': plain CE (the reference always uses plain CE,
+# and its TSD configs set 'off').
+_C.MODEL.IF_LABELSMOOTH = "on"
+# Loss weights (the reference has all of them at 1, only MASK_LOSS_WEIGHT is a knob there).
+_C.MODEL.ID_LOSS_WEIGHT = 1.0
+_C.MODEL.TRIPLET_LOSS_WEIGHT = 1.0
+_C.MODEL.MASK_LOSS_WEIGHT = 1.0
+_C.MODEL.VISIBILITY_LOSS_WEIGHT = 1.0  # (new)
+_C.MODEL.DISTILL_LOSS_WEIGHT = 1.0  # (new)
+_C.MODEL.DIVERSE_LOSS_WEIGHT = 1.0  # (new)
+# (new) The reference's 'eight' diversity weighting averages per row of a reshaped view (bug 9.9).
+# True: the exact weighted mean over all allowed part pairs instead.
+_C.MODEL.DIVERSE_EXACT_MEAN = False
+
+# -----------------------------------------------------------------------------------------------
+# INPUT
+# -----------------------------------------------------------------------------------------------
+_C.INPUT = CN()
+_C.INPUT.SIZE_TRAIN = [384, 128]
+_C.INPUT.SIZE_TEST = [384, 128]
+_C.INPUT.PROB = 0.5  # horizontal flip
+_C.INPUT.RE_PROB = 0.5  # paired random erasing
+_C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
+_C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+_C.INPUT.PADDING = 10
+# Part grouping of the 36 PifPaf channels: 'eight', 'five', 'three', 'one'.
+_C.INPUT.MASK_PREPROCESS = "five"
+# (new) Background = max part confidence below this; then softmax(weight x masks) over channels.
+_C.INPUT.MASK_BG_THRESHOLD = 0.3
+_C.INPUT.MASK_SOFTMAX_WEIGHT = 15.0
+# (new) The reference flips masks without swapping left/right channels (bug 9.10, label noise for
+# 'eight'). True swaps the left/right part groups on flip.
+_C.INPUT.FLIP_SWAP_LR = False
+
+# -----------------------------------------------------------------------------------------------
+# DATASETS
+# -----------------------------------------------------------------------------------------------
+_C.DATASETS = CN()
+# 'occ_duke', 'new_occ_duke', 'dukemtmc', 'market1501', 'msmt17', 'occ_reid'
+_C.DATASETS.NAMES = "market1501"
+_C.DATASETS.ROOT_DIR = "../data"
+
+# -----------------------------------------------------------------------------------------------
+# DATALOADER
+# -----------------------------------------------------------------------------------------------
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 8
+# 'softmax': plain shuffling; 'softmax_triplet' / 'img_triplet': P x K identity sampler.
+_C.DATALOADER.SAMPLER = "softmax"
+_C.DATALOADER.NUM_INSTANCE = 16
+
+# -----------------------------------------------------------------------------------------------
+# SOLVER
+# -----------------------------------------------------------------------------------------------
+_C.SOLVER = CN()
+# 'SGD', 'Adam', 'AdamW' (any torch.optim class name works).
+_C.SOLVER.OPTIMIZER_NAME = "Adam"
+_C.SOLVER.MAX_EPOCHS = 100
+_C.SOLVER.BASE_LR = 3e-4
+_C.SOLVER.LARGE_FC_LR = False
+_C.SOLVER.BIAS_LR_FACTOR = 1
+_C.SOLVER.SEED = 1234
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.MARGIN = 0.3
+_C.SOLVER.WEIGHT_DECAY = 0.0005
+_C.SOLVER.WEIGHT_DECAY_BIAS = 0.0005
+# Cosine schedule with linear warmup from WARMUP_FACTOR x BASE_LR to the group lr over WARMUP_EPOCHS,
+# down to MIN_LR_FACTOR x BASE_LR at MAX_EPOCHS.
+_C.SOLVER.WARMUP_FACTOR = 0.01
+_C.SOLVER.WARMUP_EPOCHS = 5
+_C.SOLVER.MIN_LR_FACTOR = 0.002  # (new; hard-coded in the reference)
+_C.SOLVER.CHECKPOINT_PERIOD = 10
+_C.SOLVER.LOG_PERIOD = 100
+_C.SOLVER.EVAL_PERIOD = 10
+_C.SOLVER.IMS_PER_BATCH = 64
+# (new) Mixed precision: autocast with AMP_DTYPE ('float16' uses a GradScaler; on CPU float16 falls
+# back to bfloat16).
+_C.SOLVER.AMP = True
+_C.SOLVER.AMP_DTYPE = "float16"
+# (new) Abort after this many consecutive iterations with a non-finite loss (each one is skipped).
+_C.SOLVER.MAX_NONFINITE = 5
+# (new) Also write TensorBoard event files to OUTPUT_DIR/tb (needs the tensorboard package).
+_C.SOLVER.TENSORBOARD = False
+
+# -----------------------------------------------------------------------------------------------
+# TEST
+# -----------------------------------------------------------------------------------------------
+_C.TEST = CN()
+_C.TEST.IMS_PER_BATCH = 128
+_C.TEST.WEIGHT = ""
+# 'yes': L2-normalise every token feature before the distance (the reference always does, bug 9.3).
+_C.TEST.FEAT_NORM = "yes"
+# TSD new benchmark (ALL / NPO / NTP) instead of the standard protocol.
+_C.TEST.NEW_METRIC = False
+# k-reciprocal re-ranking on the part-aware distance.
+_C.TEST.RE_RANKING = False
+_C.TEST.RE_RANKING_K1 = 20
+_C.TEST.RE_RANKING_K2 = 6
+_C.TEST.RE_RANKING_LAMBDA = 0.3
+# (new) Average the features of the image and its horizontal flip.
+_C.TEST.FLIP_FEATS = False
+
+# -----------------------------------------------------------------------------------------------
+_C.OUTPUT_DIR = ""

@@ -1,0 +1,37 @@
+"""Shared command-line plumbing of ``train.py``, ``test.py`` and ``tools/*``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from .errors import TSDError, user_message
+from .logger import get_logger
+
+
+def config_argparser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
+    """TransReID's CLI: ``--config_file X.yml`` then ``KEY VALUE`` overrides (positional ``opts``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config_file", required=config_required, metavar="FILE", help="path to a YAML config")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.004")
+    return parser
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run ``main`` and turn user errors into one line on stderr and exit code 2.
+
+    The traceback of such an error is logged at DEBUG level, i.e. only into the log file.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        rc = main()
+    except TSDError as e:
+        get_logger().debug("user error", exc_info=True)
+        print(f"error: {user_message(e)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(rc or 0)

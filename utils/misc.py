@@ -1,0 +1,47 @@
+"""Seeding and device selection."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from .logger import get_logger
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices).
+
+    cuDNN autotuning stays on for speed (as in the reference); bitwise determinism is only
+    guaranteed on CPU.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = True
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive NumPy/Python seeds from the worker's torch seed.
+
+    torch seeds each worker from the loader's base seed (drawn from the main process's torch RNG),
+    so augmentations are reproducible from ``SOLVER.SEED`` and from a resumed RNG state.
+    """
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def resolve_device(requested: str) -> str:
+    """``'cuda'`` when asked for and available, else ``'cpu'`` (with a warning when CUDA was asked)."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        get_logger().warning("MODEL.DEVICE is 'cuda' but no GPU is visible; running on the CPU")
+        return "cpu"
+    return requested
+
+
+def apply_device_id(device_id: str) -> None:
+    """Export ``MODEL.DEVICE_ID`` as ``CUDA_VISIBLE_DEVICES`` (single-process runs, before CUDA init)."""
+    if "LOCAL_RANK" not in os.environ and device_id:
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(device_id).strip("()'\" "))
