@@ -1,0 +1,56 @@
+"""Checks run in the main process before any loader starts, so bad data fails fast with one line."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from utils.errors import ConfigError, DataError
+
+from .bases import ReIDDataset
+from .masks import MASK_SOURCE_HINT, MASK_SUBDIR, PART_GROUPINGS, find_mask, load_mask
+
+__all__ = ["needs_masks", "preflight"]
+
+# Mask files whose header (shape) is checked; the first one is also read completely.
+NUM_MASK_SAMPLES = 32
+
+
+def needs_masks(cfg) -> bool:
+    """True when training consumes part masks (TSD; the ViT baseline does not)."""
+    return cfg.MODEL.ARCH == "tsd"
+
+
+def preflight(cfg, dataset: ReIDDataset) -> None:
+    """Validate what the training loader will read: part count and mask files.
+
+    Split folders and new-benchmark lists were already checked by the data set constructor.
+
+    Raises:
+        ConfigError: ``MODEL.NUM_PARTS`` does not match ``INPUT.MASK_PREPROCESS``.
+        DataError: the training split is empty, masks are missing, unreadable or not (36, h, w).
+    """
+    if not dataset.train:
+        raise DataError(f"{dataset.name} has no training split (evaluation only); train on another data set "
+                        f"and evaluate with DATASETS.NAMES {dataset.name}")
+    if not needs_masks(cfg):
+        return
+    grouping = cfg.INPUT.MASK_PREPROCESS
+    if grouping not in PART_GROUPINGS:
+        raise ConfigError(f"INPUT.MASK_PREPROCESS must be one of {list(PART_GROUPINGS)}, got '{grouping}'")
+    num_parts = len(PART_GROUPINGS[grouping])
+    if cfg.MODEL.NUM_PARTS != num_parts:
+        raise ConfigError(f"MODEL.NUM_PARTS is {cfg.MODEL.NUM_PARTS} but INPUT.MASK_PREPROCESS '{grouping}' makes "
+                          f"{num_parts} parts; set MODEL.NUM_PARTS {num_parts}")
+    masks = [find_mask(r.path) for r in dataset.train]
+    missing = [r.path for r, m in zip(dataset.train, masks) if m is None]
+    if missing:
+        split_dir = os.path.dirname(missing[0])
+        where = os.path.join(os.path.dirname(split_dir), MASK_SUBDIR, os.path.basename(split_dir))
+        raise DataError(
+            f"{len(missing)} of {len(masks)} training images have no part mask (first: {', '.join(missing[:3])}); "
+            f"expected {where}/<stem>.npy or <stem>.jpg.confidence_fields.npy; {MASK_SOURCE_HINT}"
+        )
+    load_mask(masks[0])
+    for i in np.linspace(0, len(masks) - 1, min(NUM_MASK_SAMPLES, len(masks))).astype(int):
+        load_mask(masks[i], mmap=True)
