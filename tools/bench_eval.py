@@ -1,0 +1,300 @@
+"""Benchmark of the retrieval evaluator against a direct re-implementation of the reference.
+
+    python -m tools.bench_eval                 # Occluded-Duke size: 2,210 x 17,661, 1+5 tokens x 768
+    python -m tools.bench_eval --scale 0.1 --reranking
+
+Synthetic features with identity structure (1,110 gallery identities, 519 of them queried, 8
+cameras; gallery parts visible with p = 0.8, query upper parts with p = 0.9 and lower parts with
+p = 0.4) are evaluated by
+
+* ``reference``: the reference algorithm as written (TSD_REFERENCE §7.2): the (1+P) x Q x G distance
+  tensor, ``np.argsort`` and a Python loop over queries (re-ranking: the full (N, N) distance and the
+  original per-image loops, :func:`reference_rerank`);
+* ``ours``: :class:`utils.metrics.ReidEvaluator`.
+
+Each method runs in a fresh subprocess that only builds the features and runs that method, so its
+peak RSS (``ru_maxrss``) minus that of a subprocess that only builds the features is the method's
+peak extra memory. The per-query reference functions here are also the naive oracles of the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.metrics import ReidEvaluator
+
+DUKE = {"num_query": 2210, "num_gallery": 17661, "gallery_ids": 1110, "query_ids": 519, "cameras": 8}
+NUM_PARTS, DIM = 5, 768
+REFERENCE_MEMORY_LIMIT = 12 * 2**30  # skip the reference re-ranking when its (1+P) x N x N tensors exceed this
+
+
+def reference_distance(qf: torch.Tensor, qv: torch.Tensor, gf: torch.Tensor, gv: torch.Tensor) -> np.ndarray:
+    """The reference's ``euclidean_dist_3d`` with visibility weights, as written: (Q, T, C) / (G, T, C)
+    features (already normalised), (Q, T) / (G, T) visibilities → (Q, G), via the full (T, Q, G) tensor."""
+    x, y = qf.permute(1, 0, 2), gf.permute(1, 0, 2)
+    num_tokens, m, n = x.shape[0], x.shape[1], y.shape[1]
+    xx = torch.pow(x, 2).sum(2, keepdim=True).expand(num_tokens, m, n)
+    yy = torch.pow(y, 2).sum(2, keepdim=True).expand(num_tokens, n, m).permute(0, 2, 1)
+    dist = xx + yy
+    dist = dist - 2 * torch.bmm(x, y.permute(0, 2, 1))
+    dist = dist.clamp(min=1e-12).sqrt()
+    weight = torch.sqrt(qv.t().unsqueeze(2) * gv.t().unsqueeze(1))
+    weight_sum = weight.sum(0)
+    weight_sum[weight_sum == 0] = 1
+    return ((dist * weight).sum(0) / weight_sum).numpy()
+
+
+def reference_eval(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 50,
+    g_labels: Optional[np.ndarray] = None,
+    ignored_labels: Sequence[int] = (),
+    sort_kind: str = "quicksort",
+) -> dict:
+    """The reference ``eval_func`` (per-query loop; §7.2, new protocol §7.3 when ``g_labels`` is given,
+    removing same-identity entries with label 3 or in ``ignored_labels``) plus fast-reid's INP.
+
+    Returns the same dict layout as :func:`utils.metrics.evaluate_rankings` for one protocol. Queries
+    with fewer kept entries than ``max_rank`` repeat their last CMC value.
+    """
+    num_q, num_g = distmat.shape
+    max_rank = min(max_rank, num_g)
+    indices = np.argsort(distmat, axis=1, kind=sort_kind)
+    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
+    ap = np.full(num_q, np.nan)
+    inp = np.full(num_q, np.nan)
+    per_cmc = np.zeros((num_q, max_rank), np.float32)
+    for q_idx in range(num_q):
+        order = indices[q_idx]
+        same = g_pids[order] == q_pids[q_idx]
+        remove = same & (g_camids[order] == q_camids[q_idx])
+        if g_labels is not None:
+            remove |= same & np.isin(g_labels[order], (3, *ignored_labels))
+        raw_cmc = matches[q_idx][np.invert(remove)]
+        if not np.any(raw_cmc):
+            continue
+        cmc = raw_cmc.cumsum()
+        cmc[cmc > 1] = 1
+        cmc = cmc[:max_rank]
+        per_cmc[q_idx] = np.pad(cmc, (0, max_rank - len(cmc)), mode="edge")
+        num_rel = raw_cmc.sum()
+        tmp_cmc = raw_cmc.cumsum() / (np.arange(len(raw_cmc)) + 1.0) * raw_cmc
+        ap[q_idx] = tmp_cmc.sum() / num_rel
+        last = np.nonzero(raw_cmc)[0].max()
+        inp[q_idx] = raw_cmc.cumsum()[last] / (last + 1.0)
+    valid = ~np.isnan(ap)
+    return {
+        "cmc": per_cmc[valid].sum(0) / float(valid.sum()),
+        "mAP": float(np.mean(ap[valid])),
+        "mINP": float(np.mean(inp[valid])),
+        "num_valid": int(valid.sum()),
+        "per_query": {"valid": valid, "ap": ap, "inp": inp, "cmc": per_cmc},
+    }
+
+
+def reference_rerank(original_dist: np.ndarray, num_query: int, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
+    """Zhong et al.'s ``re_ranking`` as in the reference, on a dense (N, N) distance → (Q, G).
+
+    Line by line the original loops, except that V and the Jaccard accumulation are float32 instead
+    of float16 (see utils/reranking.py).
+    """
+    original_dist = np.transpose(original_dist / np.max(original_dist, axis=0))
+    num_all = original_dist.shape[0]
+    V = np.zeros_like(original_dist, dtype=np.float32)
+    initial_rank = np.argsort(original_dist).astype(np.int32)
+    for i in range(num_all):
+        forward_k_neigh_index = initial_rank[i, : k1 + 1]
+        backward_k_neigh_index = initial_rank[forward_k_neigh_index, : k1 + 1]
+        fi = np.where(backward_k_neigh_index == i)[0]
+        k_reciprocal_index = forward_k_neigh_index[fi]
+        k_reciprocal_expansion_index = k_reciprocal_index
+        for candidate in k_reciprocal_index:
+            candidate_forward = initial_rank[candidate, : int(np.around(k1 / 2)) + 1]
+            candidate_backward = initial_rank[candidate_forward, : int(np.around(k1 / 2)) + 1]
+            candidate_k_reciprocal_index = candidate_forward[np.where(candidate_backward == candidate)[0]]
+            if len(np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index)) > 2 / 3 * len(candidate_k_reciprocal_index):
+                k_reciprocal_expansion_index = np.append(k_reciprocal_expansion_index, candidate_k_reciprocal_index)
+        k_reciprocal_expansion_index = np.unique(k_reciprocal_expansion_index)
+        weight = np.exp(-original_dist[i, k_reciprocal_expansion_index])
+        V[i, k_reciprocal_expansion_index] = weight / np.sum(weight)
+    original_dist = original_dist[:num_query,]
+    if k2 != 1:
+        V_qe = np.zeros_like(V)
+        for i in range(num_all):
+            V_qe[i, :] = np.mean(V[initial_rank[i, :k2], :], axis=0)
+        V = V_qe
+    invIndex = [np.where(V[:, i] != 0)[0] for i in range(num_all)]
+    jaccard_dist = np.zeros_like(original_dist)
+    for i in range(num_query):
+        temp_min = np.zeros(shape=[1, num_all], dtype=np.float32)
+        indNonZero = np.where(V[i, :] != 0)[0]
+        indImages = [invIndex[ind] for ind in indNonZero]
+        for j in range(len(indNonZero)):
+            temp_min[0, indImages[j]] = temp_min[0, indImages[j]] + np.minimum(V[i, indNonZero[j]], V[indImages[j], indNonZero[j]])
+        jaccard_dist[i] = 1 - temp_min / (2 - temp_min)
+    final_dist = jaccard_dist * (1 - lambda_value) + original_dist * lambda_value
+    return final_dist[:num_query, num_query:]
+
+
+def _sizes(scale: float) -> tuple[int, int, int, int]:
+    """Numbers of queries, gallery images, gallery identities and query identities at ``scale``."""
+    return tuple(max(2, round(DUKE[k] * scale)) for k in ("num_query", "num_gallery", "gallery_ids", "query_ids"))
+
+
+def make_features(scale: float = 1.0, num_parts: int = NUM_PARTS, dim: int = DIM, seed: int = 0) -> dict:
+    """Synthetic Occluded-Duke-sized evaluation set (queries first) with identity structure.
+
+    Token feature = 0.3 identity centre + 0.2 camera offset + noise (all N(0, 1) draws; mAP about 0.5);
+    built in blocks so that the only large allocation is the (N, 1+P, C) result.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    num_q, num_g, num_ids, num_qids = _sizes(scale)
+    pids = torch.cat([torch.randint(0, num_qids, (num_q,), generator=gen), torch.randint(0, num_ids, (num_g,), generator=gen)])
+    camids = torch.randint(0, DUKE["cameras"], (num_q + num_g,), generator=gen)
+    tokens = 1 + num_parts
+    centres = torch.randn(num_ids, tokens, dim, generator=gen)
+    cam_offsets = 0.2 * torch.randn(DUKE["cameras"], tokens, dim, generator=gen)
+    feats = torch.empty(num_q + num_g, tokens, dim)
+    for i0 in range(0, num_q + num_g, 1024):
+        sl = slice(i0, i0 + 1024)
+        noise = torch.randn(feats[sl].shape, generator=gen)
+        feats[sl] = 0.3 * centres[pids[sl]] + cam_offsets[camids[sl]] + noise
+    lower = torch.arange(tokens) > (tokens + 1) // 2  # the lower half of the parts (leg, feet for P = 5)
+    p_query = torch.where(lower, 0.4, 0.9)
+    vis = torch.cat([torch.rand(num_q, tokens, generator=gen) < p_query, torch.rand(num_g, tokens, generator=gen) < 0.8]).float()
+    vis[:, 0] = 1
+    return {"feats": feats, "vis": vis, "pids": pids, "camids": camids, "num_query": num_q}
+
+
+def _batches(data: dict, batch_size: int = 256):
+    """(feats, vis, pids, camids) batches as a test loader would deliver them."""
+    for i0 in range(0, len(data["pids"]), batch_size):
+        sl = slice(i0, i0 + batch_size)
+        yield data["feats"][sl], data["vis"][sl], data["pids"][sl], data["camids"][sl]
+
+
+def _batches(data: dict, batch_size: int = 256):
+    """(feats, vis, pids, camids) batches as a test loader delivers them."""
+    for i0 in range(0, len(data["pids"]), batch_size):
+        sl = slice(i0, i0 + batch_size)
+        yield data["feats"][sl], data["vis"][sl], data["pids"][sl], data["camids"][sl]
+
+
+def _run_reference(data: dict, reranking: bool) -> tuple[dict, tuple]:
+    """The reference evaluator: accumulate, concatenate, normalise, full-tensor distance, per-query
+    loop. Also returns the arguments of :func:`reference_eval` for the tie-order check."""
+    feats, vis, pids, camids = (torch.cat(t) for t in zip(*_batches(data)))
+    feats = F.normalize(feats, dim=2, p=2)
+    nq = data["num_query"]
+    if reranking:
+        distmat = reference_rerank(reference_distance(feats, vis, feats, vis), nq)
+    else:
+        distmat = reference_distance(feats[:nq], vis[:nq], feats[nq:], vis[nq:])
+    pids, camids = pids.numpy(), camids.numpy()
+    args = (distmat, pids[:nq], pids[nq:], camids[:nq], camids[nq:])
+    return reference_eval(*args), args
+
+
+def _run_ours(data: dict, reranking: bool) -> tuple[dict, None]:
+    """:class:`utils.metrics.ReidEvaluator` fed batch by batch."""
+    evaluator = ReidEvaluator(data["num_query"], reranking=reranking)
+    for batch in _batches(data):
+        evaluator.update(*batch)
+    return evaluator.compute()["all"], None
+
+
+METHODS = {"reference": _run_reference, "ours": _run_ours}
+
+
+def _summary(res: dict) -> dict:
+    """The JSON-able part of a result dict."""
+    return {"cmc": res["cmc"].tolist(), "mAP": res["mAP"], "mINP": res["mINP"], "num_valid": res["num_valid"]}
+
+
+def _child(method: str, scale: float, reranking: bool, threads: int) -> dict:
+    """Body of one measurement subprocess: build the features, run ``method`` (nothing for
+    ``'features'``), report wall time, results and the process's peak RSS. After the timed run the
+    reference is evaluated once more with a stable argsort (exact ties in the reference's order)."""
+    torch.set_num_threads(threads)
+    data = make_features(scale)
+    out: dict = {}
+    if method in METHODS:
+        start = time.perf_counter()
+        res, eval_args = METHODS[method](data, reranking)
+        out = {"time": time.perf_counter() - start, **_summary(res)}
+        if eval_args is not None:
+            out["stable"] = _summary(reference_eval(*eval_args, sort_kind="stable"))
+    out["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def _agreement(a: dict, b: dict) -> str:
+    """Largest differences between two result summaries."""
+    cmc = np.abs(np.asarray(a["cmc"]) - np.asarray(b["cmc"])).max()
+    return (f"max |dCMC| {cmc:.1e}, |dmAP| {abs(a['mAP'] - b['mAP']):.1e}, |dmINP| {abs(a['mINP'] - b['mINP']):.1e}, "
+            f"valid queries {a['num_valid']} / {b['num_valid']}")
+
+
+def _spawn(method: str, args: argparse.Namespace) -> dict:
+    """Run :func:`_child` in a fresh interpreter and parse its JSON line."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "tools.bench_eval", "--child", method, "--scale", str(args.scale), "--threads", str(args.threads)]
+    if args.reranking:
+        cmd.append("--reranking")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child {method!r} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Command line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the Occluded-Duke query/gallery/identity counts")
+    parser.add_argument("--reranking", action="store_true", help="evaluate with k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)")
+    parser.add_argument("--threads", type=int, default=2, help="torch / BLAS threads of each measurement")
+    parser.add_argument("--child", choices=["features", *METHODS], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(args.child, args.scale, args.reranking, args.threads)))
+        return
+
+    num_q, num_g = _sizes(args.scale)[:2]
+    num_all, tokens = num_q + num_g, 1 + NUM_PARTS
+    print(f"{num_q} queries x {num_g} gallery, {tokens} tokens x {DIM}, "
+          f"{'re-ranking, ' if args.reranking else ''}{args.threads} threads")
+    base = _spawn("features", args)["maxrss_mib"]
+    rows = {}
+    for method in METHODS:
+        if method == "reference" and args.reranking and 16 * tokens * num_all**2 > REFERENCE_MEMORY_LIMIT:
+            print(f"reference skipped: its (1+P) x N x N re-ranking tensors exceed {REFERENCE_MEMORY_LIMIT / 2**30:.0f} GiB (use --scale)")
+            continue
+        rows[method] = _spawn(method, args)
+    print(f"{'method':<10} {'time [s]':>9} {'peak extra [MiB]':>17} {'mAP':>8} {'Rank-1':>8} {'mINP':>8} {'valid':>6}")
+    for method, r in rows.items():
+        print(f"{method:<10} {r['time']:>9.2f} {r['maxrss_mib'] - base:>17.0f} {r['mAP']:>8.4f} {r['cmc'][0]:>8.4f} {r['mINP']:>8.4f} {r['num_valid']:>6}")
+    if len(rows) == 2:
+        ref, ours = rows["reference"], rows["ours"]
+        memory = (ours["maxrss_mib"] - base) / (ref["maxrss_mib"] - base)
+        print(f"ours / reference: {ref['time'] / ours['time']:.1f}x faster, {100 * memory:.1f}% of the peak extra memory")
+        print(f"vs the reference as written (np.argsort quicksort): {_agreement(ref, ours)}")
+        print(f"vs the reference with a stable argsort:            {_agreement(ref['stable'], ours)}")
+
+
+if __name__ == "__main__":
+    main()
