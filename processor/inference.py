@@ -1,0 +1,92 @@
+"""Feature extraction and evaluation of a model on a query + gallery loader."""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from utils.logger import get_logger
+from utils.metrics import ReidEvaluator
+
+from .checkpointer import unwrap
+
+
+def _features(model: nn.Module, imgs: torch.Tensor, camids: torch.Tensor, flip: bool):
+    # Camera ids feed the SIE embedding (ignored by models without SIE); views are not annotated.
+    out = model(imgs, cam_label=camids)
+    if not flip:
+        return out
+    feats_f, vis_f = model(torch.flip(imgs, dims=[3]), cam_label=camids)[:2]
+    # Average the flipped view; visibility becomes the mean vote, which the evaluator's
+    # sqrt(v_q * v_g) weighting accepts as a soft value.
+    return ((out[0] + feats_f) / 2, (out[1] + vis_f) / 2, *out[2:])
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, loader, device: str, flip: bool = False,
+                     amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Run ``model`` in eval mode over ``loader`` (batches ``(imgs, pids, camids, occ, paths)``).
+
+    Returns ``feats`` (M,1+P,C) float32, ``vis`` (M,1+P), ``pids``, ``camids``, ``occ`` (M,) int64
+    and ``paths`` (list), all on the CPU except ``feats``/``vis`` which stay on ``device``.
+    """
+    model.eval()
+    feats, vis, pids, camids, occ, paths = [], [], [], [], [], []
+    autocast = (torch.autocast(device_type=device, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    for imgs, pid, camid, occ_l, path in loader:
+        with autocast:
+            f, v = _features(model, imgs.to(device, non_blocking=True), torch.as_tensor(camid).to(device), flip)[:2]
+        feats.append(f.float())
+        vis.append(v.float())
+        pids.append(torch.as_tensor(pid))
+        camids.append(torch.as_tensor(camid))
+        occ.append(torch.as_tensor(occ_l))
+        paths.extend(path)
+    return {"feats": torch.cat(feats), "vis": torch.cat(vis), "pids": torch.cat(pids),
+            "camids": torch.cat(camids), "occ": torch.cat(occ), "paths": paths}
+
+
+def evaluate(cfg, model: nn.Module, val_loader, num_query: int, device: str) -> dict[str, dict]:
+    """Extract features for query + gallery and compute CMC / mAP / mINP per protocol split."""
+    t0 = time.time()
+    data = extract_features(unwrap(model), val_loader, device, flip=cfg.TEST.FLIP_FEATS)
+    t1 = time.time()
+    evaluator = ReidEvaluator.from_cfg(cfg, num_query)
+    evaluator.update(data["feats"], data["vis"], data["pids"], data["camids"],
+                     data["occ"] if cfg.TEST.NEW_METRIC else None)
+    results = evaluator.compute()
+    get_logger().info(f"features {t1 - t0:.1f}s ({len(data['paths'])} images), metrics {time.time() - t1:.1f}s")
+    return results
+
+
+SPLIT_NAMES = {"all": "ALL", "npo": "NPO", "ntp": "NTP"}
+
+
+def format_results(results: dict[str, dict], title: str = "") -> str:
+    """A table: one row per protocol split with Rank-1/5/10, mAP, mINP (percent) and valid queries."""
+    lines = [title] if title else []
+    lines.append(f"{'split':<6}{'Rank-1':>8}{'Rank-5':>8}{'Rank-10':>9}{'mAP':>8}{'mINP':>8}{'queries':>9}")
+    for key, r in results.items():
+        cmc = np.asarray(r["cmc"])
+        def rank(k: int) -> float:
+            return 100 * float(cmc[min(k, len(cmc)) - 1])
+        lines.append(f"{SPLIT_NAMES.get(key, key):<6}{rank(1):>8.1f}{rank(5):>8.1f}{rank(10):>9.1f}"
+                     f"{100 * r['mAP']:>8.1f}{100 * r['mINP']:>8.1f}{r['num_valid']:>9d}")
+    return "\n".join(lines)
+
+
+def results_to_json(results: dict[str, dict]) -> dict[str, dict]:
+    """JSON-serialisable copy of ``results`` (Rank-1/5/10 and the full CMC as percent lists)."""
+    out = {}
+    for key, r in results.items():
+        cmc = [float(x) for x in np.asarray(r["cmc"])]
+        out[SPLIT_NAMES.get(key, key)] = {
+            "rank1": cmc[0], "rank5": cmc[min(5, len(cmc)) - 1], "rank10": cmc[min(10, len(cmc)) - 1],
+            "mAP": float(r["mAP"]), "mINP": float(r["mINP"]), "num_valid": int(r["num_valid"]), "cmc": cmc,
+        }
+    return out

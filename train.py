@@ -1,0 +1,105 @@
+"""Train TSD (or the ViT baseline) from a yacs config.
+
+    python train.py --config_file configs/OCC_Duke/vit_base.yml [KEY VALUE ...]
+    python train.py --config_file ... --resume            # continue from OUTPUT_DIR/last.pth
+    torchrun --nproc_per_node 2 train.py --config_file ...
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from config import load_cfg  # noqa: E402
+from utils.cli import config_argparser, run_main  # noqa: E402
+
+
+def build_trainer(cfg, resume: str | None = None):
+    """Everything a run needs: data, model, loss, solver, hooks. Returns the :class:`Trainer`."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    from datasets import make_dataloader
+    from loss import accuracy, make_loss
+    from model import make_model
+    from processor.checkpointer import Checkpointer
+    from processor.hooks import CheckpointHook, EvalHook, LoggingHook, TensorboardHook
+    from processor.inference import evaluate, format_results, results_to_json
+    from processor.trainer import Trainer, amp_settings
+    from solver import create_scheduler, make_optimizer
+    from utils import comm
+    from utils.logger import get_logger
+    from utils.misc import resolve_device
+
+    logger = get_logger()
+    device = resolve_device(cfg.MODEL.DEVICE)
+    train_loader, val_loader, num_query, num_classes, camera_num, view_num = make_dataloader(cfg)
+    model = make_model(cfg, num_classes, camera_num, view_num).to(device)
+    loss_fn = make_loss(cfg, num_classes)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = create_scheduler(cfg, optimizer)
+    amp_dtype, use_scaler = amp_settings(cfg.SOLVER.AMP, cfg.SOLVER.AMP_DTYPE, device)
+    if comm.get_world_size() > 1:
+        # The reference keeps parameters that never receive gradients (checkpoint compatibility).
+        model = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
+                                        find_unused_parameters=True)
+    trainer = Trainer(model, loss_fn, optimizer, scheduler, train_loader, device, cfg.SOLVER.MAX_EPOCHS,
+                      amp_dtype=amp_dtype, use_scaler=use_scaler, max_nonfinite=cfg.SOLVER.MAX_NONFINITE,
+                      accuracy_fn=accuracy)
+    checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer, scheduler, trainer.scaler)
+    if resume:
+        trainer.start_epoch = checkpointer.resume(resume) + 1
+    logger.info(f"training on {device} ({comm.get_world_size()} process(es)), AMP {amp_dtype}, "
+                f"{len(train_loader)} iterations/epoch, epochs {trainer.start_epoch}..{cfg.SOLVER.MAX_EPOCHS}")
+
+    def eval_fn():
+        if not comm.is_main_process():
+            comm.synchronize()
+            return None
+        results = evaluate(cfg, model, val_loader, num_query, device)
+        comm.synchronize()
+        return results
+
+    main = comm.is_main_process()
+    trainer.register_hooks([
+        LoggingHook(cfg.SOLVER.LOG_PERIOD) if main else None,
+        EvalHook(cfg.SOLVER.EVAL_PERIOD, eval_fn, format_results, cfg.OUTPUT_DIR, results_to_json),
+        CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.MODEL.NAME) if main else None,
+        TensorboardHook(os.path.join(cfg.OUTPUT_DIR, "tb")) if main and cfg.SOLVER.TENSORBOARD else None,
+    ])
+    return trainer
+
+
+def main() -> int:
+    parser = config_argparser("Train TSD")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="PATH",
+                        help="continue from PATH (default: OUTPUT_DIR/last.pth)")
+    args = parser.parse_args()
+    cfg = load_cfg(args.config_file, args.opts)
+
+    from utils import comm
+    from utils.logger import setup_logger
+    from utils.misc import apply_device_id, resolve_device, set_seed
+
+    apply_device_id(cfg.MODEL.DEVICE_ID)
+    rank, _ = comm.init_distributed(resolve_device(cfg.MODEL.DEVICE))
+    output_dir = cfg.OUTPUT_DIR or "logs/default"
+    if not cfg.OUTPUT_DIR:
+        cfg.defrost(); cfg.OUTPUT_DIR = output_dir; cfg.freeze()
+    logger = setup_logger(output_dir, "train_log.txt", rank)
+    logger.info(f"config file {args.config_file}, overrides {args.opts}")
+    if rank == 0:
+        with open(os.path.join(output_dir, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+    set_seed(cfg.SOLVER.SEED + rank)
+    resume = os.path.join(output_dir, "last.pth") if args.resume == "auto" else args.resume
+    trainer = build_trainer(cfg, resume)
+    trainer.train()
+    comm.cleanup()
+    logger.info(f"done; outputs in {output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
