@@ -19,8 +19,8 @@ W=$(ls -t "$OUT"/transformer_*.pth | head -n 1)
 $PY test.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT/test_standard"
 $PY test.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" DATASETS.NAMES new_occ_duke \
   TEST.NEW_METRIC True OUTPUT_DIR "$OUT/test_new"
-$PY tools/vis_attn.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT/vis_attn"
-$PY tools/vis_rank.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT/vis_rank"
+$PY tools/vis_attn.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT"
+$PY tools/vis_rank.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT"
 
 echo
 echo "demo finished in $(( $(date +%s) - start ))s. Outputs:"
