@@ -1,12 +1,13 @@
 """Train TSD (or the ViT baseline) from a yacs config.
 
     python train.py --config_file configs/OCC_Duke/vit_base.yml [KEY VALUE ...]
-    python train.py --config_file ... --resume            # continue from OUTPUT_DIR/last.pth
+    python train.py --config_file ... [KEY VALUE ...] --resume   # continue from OUTPUT_DIR/last.pth
     torchrun --nproc_per_node 2 train.py --config_file ...
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -53,30 +54,43 @@ def build_trainer(cfg, resume: str | None = None):
     logger.info(f"training on {device} ({comm.get_world_size()} process(es)), AMP {amp_dtype}, "
                 f"{len(train_loader)} iterations/epoch, epochs {trainer.start_epoch}..{cfg.SOLVER.MAX_EPOCHS}")
 
-    def eval_fn():
-        if not comm.is_main_process():
-            comm.synchronize()
-            return None
-        results = evaluate(cfg, model, val_loader, num_query, device)
-        comm.synchronize()
-        return results
-
     main = comm.is_main_process()
     trainer.register_hooks([
         LoggingHook(cfg.SOLVER.LOG_PERIOD) if main else None,
-        EvalHook(cfg.SOLVER.EVAL_PERIOD, eval_fn, format_results, cfg.OUTPUT_DIR, results_to_json),
+        # Every rank evaluates its shard of the val set; rank 0 gets the results (None elsewhere).
+        EvalHook(cfg.SOLVER.EVAL_PERIOD, lambda: evaluate(cfg, model, val_loader, num_query, device), format_results,
+                 cfg.OUTPUT_DIR, results_to_json),
         CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.MODEL.NAME) if main else None,
         TensorboardHook(os.path.join(cfg.OUTPUT_DIR, "tb")) if main and cfg.SOLVER.TENSORBOARD else None,
     ])
     return trainer
 
 
-def main() -> int:
+# A config key (``SOLVER.BASE_LR``, ``OUTPUT_DIR``) as opposed to a checkpoint path.
+_CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[str, list[str], str | None]:
+    """``(config file, KEY VALUE overrides, --resume value: None, 'auto' or a path)``.
+
+    ``--resume`` is accepted before or after the overrides: argparse would read ``--resume KEY VALUE``
+    as PATH = KEY, and leaves a trailing ``--resume`` among the overrides (they take the rest of the line).
+    """
     parser = config_argparser("Train TSD")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="PATH",
                         help="continue from PATH (default: OUTPUT_DIR/last.pth)")
-    args = parser.parse_args()
-    cfg = load_cfg(args.config_file, args.opts)
+    args = parser.parse_args(argv)
+    opts, resume = list(args.opts), args.resume
+    if opts[-1:] == ["--resume"]:
+        opts, resume = opts[:-1], "auto"
+    elif resume not in (None, "auto") and not os.path.exists(resume) and _CONFIG_KEY.fullmatch(resume):
+        opts, resume = [resume, *opts], "auto"
+    return args.config_file, opts, resume
+
+
+def main() -> int:
+    config_file, opts, resume = parse_args()
+    cfg = load_cfg(config_file, opts)
 
     from utils import comm
     from utils.logger import setup_logger
@@ -88,12 +102,16 @@ def main() -> int:
     if not cfg.OUTPUT_DIR:
         cfg.defrost(); cfg.OUTPUT_DIR = output_dir; cfg.freeze()
     logger = setup_logger(output_dir, "train_log.txt", rank)
-    logger.info(f"config file {args.config_file}, overrides {args.opts}")
+    logger.info(f"config file {config_file}, overrides {opts}")
     if rank == 0:
         with open(os.path.join(output_dir, "config.yaml"), "w") as f:
             f.write(cfg.dump())
+    # Per-rank streams for the model's own randomness (teacher noise, drop path). The initial weights
+    # still agree: DDP broadcasts rank 0's parameters and buffers when it wraps the model. Sampling and
+    # augmentation are seeded by SOLVER.SEED alone (rank-aware, see datasets.make_train_loader).
     set_seed(cfg.SOLVER.SEED + rank)
-    resume = os.path.join(output_dir, "last.pth") if args.resume == "auto" else args.resume
+    if resume == "auto":
+        resume = os.path.join(output_dir, "last.pth")
     trainer = build_trainer(cfg, resume)
     trainer.train()
     comm.cleanup()

@@ -161,10 +161,17 @@ class FolderSplitsDataset(ReIDDataset):
 
     @classmethod
     def read_split(cls, folder: str) -> list[ImageRecord]:
-        """Records of every image in ``folder``, sorted by path."""
+        """Records of every image in ``folder``, sorted by path.
+
+        Raises:
+            DataError: ``folder`` holds no image (an interrupted copy or extraction).
+        """
         records = []
         for path in list_images(folder):
             pid, camid = parse_pid_cam(path, cls.num_cams)
             if not (cls.drop_junk and pid == -1):
                 records.append(ImageRecord(path, pid, camid))
+        if not records:
+            raise DataError(f"data folder {folder} has no images; copy the split's <pid>_c<camera>_*.jpg files there "
+                            f"(an interrupted copy or extraction leaves it empty)")
         return records

@@ -16,7 +16,7 @@ from .bases import ImageRecord, ReIDDataset
 from .factory import build_dataset
 from .masks import find_mask, load_mask, mask_candidates
 from .preflight import needs_masks, preflight
-from .sampler import RandomIdentitySampler, RandomIdentitySamplerDDP
+from .sampler import RandomIdentitySampler, RandomIdentitySamplerDDP, SeededSampler
 from .transforms import TrainTransform, build_eval_transform, read_image
 
 __all__ = ["TrainSet", "EvalSet", "train_collate", "eval_collate", "make_train_loader", "make_val_loader",
@@ -28,6 +28,9 @@ EvalBatch = tuple[Tensor, Tensor, Tensor, Tensor, list]
 
 class TrainSet(Dataset):
     """Training samples ``(image (3,H,W), pid, camid, viewid, masks (P+1,H,W) or None)``.
+
+    Indexed by ``(index, sample_seed)`` pairs (:class:`datasets.sampler.SeededSampler`): the random
+    augmentation of a sample runs under its own seed, so it is the same whichever process loads it.
 
     Args:
         records: the training split.
@@ -41,7 +44,8 @@ class TrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item: tuple[int, int]):
+        index, sample_seed = item
         rec = self.records[index]
         raw_mask = None
         if self.with_masks:
@@ -49,7 +53,13 @@ class TrainSet(Dataset):
             if path is None:
                 raise DataError(f"no part mask for {rec.path}; looked for {' and '.join(mask_candidates(rec.path))}")
             raw_mask = load_mask(path)
-        image, masks = self.transform(read_image(rec.path), raw_mask)
+        image = read_image(rec.path)
+        # The v2 transforms draw from torch's global CPU RNG. Forking it keeps the caller's stream
+        # intact, which matters with NUM_WORKERS 0, where the caller is the training process (model
+        # noise). Seeding the CPU generator alone costs ~2 us; torch.manual_seed ~100 us.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(sample_seed)
+            image, masks = self.transform(image, raw_mask)
         return image, rec.pid, rec.camid, rec.viewid, masks
 
 
@@ -88,9 +98,12 @@ def _worker_init(worker_id: int) -> None:
 
 def _loader_kwargs(cfg, persistent: bool) -> dict:
     workers = cfg.DATALOADER.NUM_WORKERS
+    # A private generator: without it each new loader iterator draws the workers' base seed from the
+    # global torch RNG, shifting the training stream depending on NUM_WORKERS / persistent workers.
+    generator = torch.Generator().manual_seed(cfg.SOLVER.SEED)
     return dict(num_workers=workers, persistent_workers=persistent and workers > 0,
                 pin_memory=cfg.MODEL.DEVICE == "cuda" and torch.cuda.is_available(),
-                worker_init_fn=_worker_init if workers > 0 else None)
+                worker_init_fn=_worker_init if workers > 0 else None, generator=generator)
 
 
 def make_train_loader(cfg, dataset: ReIDDataset) -> DataLoader:
@@ -99,10 +112,12 @@ def make_train_loader(cfg, dataset: ReIDDataset) -> DataLoader:
     'softmax' shuffles (``drop_last``: a trailing batch of one image would break BatchNorm);
     'softmax_triplet' / 'img_triplet' use the P x K identity sampler with K = ``NUM_INSTANCE``.
     Under torch.distributed, each rank loads ``IMS_PER_BATCH / world_size`` images per step
-    (DistributedSampler or :class:`RandomIdentitySamplerDDP`), seeded by ``SOLVER.SEED``.
+    (DistributedSampler or :class:`RandomIdentitySamplerDDP`). The order of epoch ``e`` and every
+    augmentation are functions of ``(SOLVER.SEED, e)`` (:class:`SeededSampler`), independent of
+    ``NUM_WORKERS`` and of resuming; call ``loader.sampler.set_epoch(e)`` before each epoch.
     Batches: see :func:`train_collate`; masks are None for ``MODEL.ARCH vit``.
     """
-    world = comm.get_world_size()
+    world, rank = comm.get_world_size(), comm.get_rank()
     if cfg.SOLVER.IMS_PER_BATCH % world:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be divisible by the number "
                           f"of processes ({world})")
@@ -111,26 +126,26 @@ def make_train_loader(cfg, dataset: ReIDDataset) -> DataLoader:
     train_set = TrainSet(dataset.train, TrainTransform.from_cfg(cfg, with_masks), with_masks)
     seed = cfg.SOLVER.SEED
     if cfg.DATALOADER.SAMPLER == "softmax":
-        sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True) if world > 1 else None
-        return DataLoader(train_set, batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                          collate_fn=train_collate, **_loader_kwargs(cfg, persistent=True))
-    k = cfg.DATALOADER.NUM_INSTANCE
-    if world > 1:
-        sampler = RandomIdentitySamplerDDP(dataset.train, batch_size, k, world, comm.get_rank(), seed)
+        # Also for one process: its permutation is a function of (seed, epoch), unlike RandomSampler's.
+        sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=seed, drop_last=True)
+    elif world > 1:
+        sampler = RandomIdentitySamplerDDP(dataset.train, batch_size, cfg.DATALOADER.NUM_INSTANCE, world, rank, seed)
     else:
-        sampler = RandomIdentitySampler(dataset.train, batch_size, k, seed)
-    return DataLoader(train_set, batch_size, sampler=sampler, collate_fn=train_collate,
-                      **_loader_kwargs(cfg, persistent=True))
+        sampler = RandomIdentitySampler(dataset.train, batch_size, cfg.DATALOADER.NUM_INSTANCE, seed)
+    return DataLoader(train_set, batch_size, sampler=SeededSampler(sampler, seed, rank), collate_fn=train_collate,
+                      drop_last=cfg.DATALOADER.SAMPLER == "softmax", **_loader_kwargs(cfg, persistent=True))
 
 
 def make_val_loader(cfg, dataset: ReIDDataset) -> DataLoader:
     """Query followed by gallery, ``TEST.IMS_PER_BATCH`` per batch, in order; see :func:`eval_collate`.
 
-    Workers are not kept alive between evaluations (they run every ``EVAL_PERIOD`` epochs).
+    Under torch.distributed, each rank loads only its contiguous shard (:func:`utils.comm.shard_range`);
+    :func:`processor.inference.evaluate` gathers the features. Workers are not kept alive between
+    evaluations (they run every ``EVAL_PERIOD`` epochs).
     """
     eval_set = EvalSet(dataset.query + dataset.gallery, build_eval_transform(cfg))
-    return DataLoader(eval_set, cfg.TEST.IMS_PER_BATCH, shuffle=False, collate_fn=eval_collate,
-                      **_loader_kwargs(cfg, persistent=False))
+    return DataLoader(eval_set, cfg.TEST.IMS_PER_BATCH, sampler=comm.shard_range(len(eval_set)),
+                      collate_fn=eval_collate, **_loader_kwargs(cfg, persistent=False))
 
 
 def make_dataloader(cfg) -> tuple[DataLoader, DataLoader, int, int, int, int]:

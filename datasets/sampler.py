@@ -1,4 +1,5 @@
-"""P x K identity samplers for the triplet losses (reference §3.7), single-process and DDP."""
+"""P x K identity samplers for the triplet losses (reference §3.7), single-process and DDP, and the
+wrapper that attaches a per-sample augmentation seed to any sampler."""
 from __future__ import annotations
 
 from collections import defaultdict, deque
@@ -11,7 +12,7 @@ from utils.errors import ConfigError
 
 from .bases import ImageRecord
 
-__all__ = ["RandomIdentitySampler", "RandomIdentitySamplerDDP"]
+__all__ = ["RandomIdentitySampler", "RandomIdentitySamplerDDP", "SeededSampler"]
 
 
 class RandomIdentitySampler(Sampler[int]):
@@ -127,3 +128,36 @@ class RandomIdentitySamplerDDP(RandomIdentitySampler):
     def _select(self, batches: list[list[int]]) -> list[list[int]]:
         usable = len(batches) - len(batches) % self.num_replicas
         return batches[self.rank:usable:self.num_replicas]
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Pairs every index of ``sampler`` with an augmentation seed: yields ``(index, sample_seed)``.
+
+    The seeds of an epoch are a function of ``(seed, epoch, rank)`` and the position in the epoch, so
+    a sample's random augmentation does not depend on which loader worker runs it, on the workers'
+    RNG history (persistent workers), or on a resume (see :class:`datasets.make_dataloader.TrainSet`).
+    Call :meth:`set_epoch` before every epoch (:class:`processor.trainer.Trainer` does); it is
+    forwarded to ``sampler``.
+
+    Args:
+        sampler: yields dataset indices; its order must itself be a function of the seed and epoch.
+        seed: ``SOLVER.SEED``; rank: this process's rank (its seeds differ from the other ranks').
+    """
+
+    def __init__(self, sampler: Sampler[int], seed: int, rank: int = 0):
+        self.sampler, self.seed, self.rank = sampler, seed, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the next ``__iter__`` (here and in the wrapped sampler)."""
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = list(self.sampler)
+        seeds = np.random.SeedSequence([self.seed, self.epoch, self.rank]).generate_state(len(indices))
+        return zip(indices, seeds.tolist())
+
+    def __len__(self) -> int:
+        return len(self.sampler)

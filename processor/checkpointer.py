@@ -105,8 +105,10 @@ class Checkpointer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated / not a torch file
-            raise CheckpointError(f"cannot resume from {path}: the file is unreadable ({type(e).__name__}); "
-                                  f"delete it and resume from an earlier checkpoint") from e
+            raise CheckpointError(
+                f"cannot resume from {path}: the file is unreadable ({type(e).__name__}); start again, or fine-tune "
+                f"the weights of an OUTPUT_DIR/<MODEL.NAME>_<epoch>.pth with MODEL.PRETRAIN_CHOICE self "
+                f"MODEL.PRETRAIN_PATH <that file> (the optimizer state is lost)") from e
         if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
             raise CheckpointError(f"{path} is a weights-only checkpoint, not a training state; "
                                   f"resume from OUTPUT_DIR/last.pth or use MODEL.PRETRAIN_CHOICE self")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils import comm
 from utils.logger import get_logger
 from utils.metrics import ReidEvaluator
 
@@ -51,16 +52,46 @@ def extract_features(model: nn.Module, loader, device: str, flip: bool = False,
             "camids": torch.cat(camids), "occ": torch.cat(occ), "paths": paths}
 
 
-def evaluate(cfg, model: nn.Module, val_loader, num_query: int, device: str) -> dict[str, dict]:
-    """Extract features for query + gallery and compute CMC / mAP / mINP per protocol split."""
+def _gather_features(data: dict[str, Any], device: str) -> dict[str, Any] | None:
+    """Every rank's :func:`extract_features` output, concatenated in rank order on rank 0 (None elsewhere).
+
+    Shards travel through the CPU (pickled); on rank 0 ``feats``/``vis`` go back to ``device``.
+    """
+    shards = comm.gather_object({k: v.cpu() if torch.is_tensor(v) else v for k, v in data.items()})
+    if shards is None:
+        return None
+    merged: dict[str, Any] = {k: torch.cat([s[k] for s in shards]) for k in data if k != "paths"}
+    merged["paths"] = [p for s in shards for p in s["paths"]]
+    merged["feats"], merged["vis"] = merged["feats"].to(device), merged["vis"].to(device)
+    return merged
+
+
+def evaluate(cfg, model: nn.Module, val_loader, num_query: int, device: str) -> dict[str, dict] | None:
+    """Extract features for query + gallery and compute CMC / mAP / mINP per protocol split.
+
+    Under torch.distributed, ``val_loader`` holds this rank's contiguous shard of query + gallery
+    (:func:`datasets.make_val_loader`): every rank extracts its shard, rank 0 gathers them and computes
+    the metrics, and all ranks return together (None on ranks other than 0). Spreading the extraction
+    keeps the other ranks' wait short; TransReID's rank-0-only evaluation could exceed the NCCL timeout.
+    """
     t0 = time.time()
+    distributed = comm.get_world_size() > 1
+    if distributed:
+        # DDP copies rank 0's buffers to the other ranks at the start of each training forward only, so
+        # after the last step every rank holds its own BatchNorm statistics: evaluate with rank 0's.
+        comm.broadcast_buffers(unwrap(model))
     data = extract_features(unwrap(model), val_loader, device, flip=cfg.TEST.FLIP_FEATS)
+    if distributed:
+        data = _gather_features(data, device)
     t1 = time.time()
-    evaluator = ReidEvaluator.from_cfg(cfg, num_query)
-    evaluator.update(data["feats"], data["vis"], data["pids"], data["camids"],
-                     data["occ"] if cfg.TEST.NEW_METRIC else None)
-    results = evaluator.compute()
-    get_logger().info(f"features {t1 - t0:.1f}s ({len(data['paths'])} images), metrics {time.time() - t1:.1f}s")
+    results = None
+    if data is not None:
+        evaluator = ReidEvaluator.from_cfg(cfg, num_query)
+        evaluator.update(data["feats"], data["vis"], data["pids"], data["camids"],
+                         data["occ"] if cfg.TEST.NEW_METRIC else None)
+        results = evaluator.compute()
+        get_logger().info(f"features {t1 - t0:.1f}s ({len(data['paths'])} images), metrics {time.time() - t1:.1f}s")
+    comm.synchronize()
     return results
 
 

@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from utils import comm
 from utils.errors import TSDError
 from utils.logger import get_logger
 
@@ -122,12 +123,20 @@ class Trainer:
         if masks is not None:
             masks = masks.to(dev, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
+        # The forward pass updates BatchNorm running statistics before the loss is known to be finite:
+        # keep a copy (a few KB) so that a skipped step leaves no trace.
+        buffers = [b.clone() for b in self.model.buffers()]
         with self._autocast():
             outputs = self.model(imgs, pids, masks, cam_label=camids, view_label=viewids)
             terms = self.loss_fn(outputs, pids)
         total = sum(terms.values())
         self.batch_size = imgs.shape[0]
-        if not torch.isfinite(total).item():
+        # Under DDP all ranks skip together: a rank that went on to backward() would wait forever for
+        # the gradients of one that skipped.
+        if not comm.all_true(torch.isfinite(total.detach())):
+            with torch.no_grad():
+                for buf, saved in zip(self.model.buffers(), buffers):
+                    buf.copy_(saved)
             self._skip_step(terms)
             return
         self._nonfinite_run = 0
@@ -142,7 +151,7 @@ class Trainer:
     def _skip_step(self, terms: dict[str, torch.Tensor]) -> None:
         self.skipped_steps += 1
         self._nonfinite_run += 1
-        bad = [k for k, v in terms.items() if not math.isfinite(float(v.detach()))]
+        bad = [k for k, v in terms.items() if not math.isfinite(float(v.detach()))] or ["on another rank"]
         get_logger().warning(f"epoch {self.epoch} iter {self.iter + 1}: non-finite loss ({', '.join(bad)}); "
                              f"step skipped ({self._nonfinite_run} in a row, {self.skipped_steps} in total)")
         self.optimizer.zero_grad(set_to_none=True)

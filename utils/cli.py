@@ -4,15 +4,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 from .errors import TSDError, user_message
 from .logger import get_logger
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one ``error: ...`` line (with the usage) and exit code 2,
+    like every other user error of the entry points."""
+
+    def error(self, message: str) -> NoReturn:
+        usage = " ".join(self.format_usage().split())
+        self.exit(2, f"error: {message}; {usage}\n")
+
+
 def config_argparser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
     """TransReID's CLI: ``--config_file X.yml`` then ``KEY VALUE`` overrides (positional ``opts``)."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = ArgumentParser(description=description)
     parser.add_argument("--config_file", required=config_required, metavar="FILE", help="path to a YAML config")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.004")

@@ -16,6 +16,8 @@ import functools
 import logging
 import math
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
@@ -382,6 +384,26 @@ def fused_attention(model: nn.Module, enabled: bool) -> Iterator[None]:
             a.fused_attn = p
 
 
+def _unreadable_checkpoint(path: str, exc: Exception) -> CheckpointError:
+    """The user error for a checkpoint that ``torch.load(weights_only=True)`` raised ``exc`` on."""
+    msg = str(exc).strip()
+    if isinstance(exc, pickle.UnpicklingError):
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
+        if refused:  # torch.save(model), or a training framework's own classes, instead of a dict of tensors
+            return CheckpointError(
+                f"checkpoint {path} is not a plain state_dict: it pickles Python objects ({refused.group(1)}) that "
+                f"torch.load(weights_only=True) refuses; if you trust the file, re-save its tensors: "
+                f"model = torch.load(path, weights_only=False); torch.save(model.state_dict(), path)"
+            )
+        with open(path, "rb") as f:  # neither a zip archive nor a legacy torch pickle
+            head = f.read(16)
+        return CheckpointError(f"checkpoint {path} is not a torch checkpoint (it starts with {head!r}); "
+                               f"re-download it or check the path")
+    first = msg.splitlines()[0].split(". ")[0] if msg else ""
+    return CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}: {first[:200]}); "
+                           f"the file is truncated or damaged: re-download or re-save it")
+
+
 def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint: ``torch.load(path, weights_only=True)`` onto the CPU.
 
@@ -397,11 +419,7 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / ... depending on the damage
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(e).__name__}: {first[:200]}); the file is truncated, not a torch "
-            f"checkpoint, or holds Python objects beyond tensors and containers: re-download or re-save it"
-        ) from e
+        raise _unreadable_checkpoint(path, e) from e
     if not isinstance(state, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict")
     for wrapper in ("model", "state_dict"):

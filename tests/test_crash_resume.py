@@ -1,0 +1,107 @@
+"""Crash safety: a failed save keeps the previous checkpoint; ``kill -9`` + ``--resume`` ends bitwise
+where an uninterrupted run ends; a NaN batch is skipped without a trace."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from processor.checkpointer import Checkpointer
+from processor.trainer import HookBase
+from tests.test_train import DEMO_CFG, REPO, run_training, tiny_cfg
+
+EPOCHS = 3
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = nn.Linear(64, 64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ckpt = Checkpointer(model, str(tmp_path), optimizer)
+    path = ckpt.save_state("last.pth", epoch=1)
+    saved = open(path, "rb").read()
+    epoch1 = {k: v.clone() for k, v in model.state_dict().items()}
+    real_save = torch.save
+
+    def save_half_then_fail(obj, f):
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise OSError(28, "No space left on device")
+
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.save_state("last.pth", epoch=2)
+    monkeypatch.undo()
+
+    assert open(path, "rb").read() == saved
+    assert os.listdir(tmp_path) == ["last.pth"]  # the partial temporary file was removed
+    assert ckpt.resume(path) == 1
+    assert all(torch.equal(v, epoch1[k]) for k, v in model.state_dict().items())
+
+
+def train_cmd(out: str, root: str, *extra: str) -> list[str]:
+    """``train.py`` on the tiny config: 3 epochs of 2 ids x 4 images per step, a log line per step."""
+    return [sys.executable, os.path.join(REPO, "train.py"), "--config_file", DEMO_CFG, *extra,
+            "DATASETS.ROOT_DIR", root, "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "0",
+            "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]", "SOLVER.IMS_PER_BATCH", "8",
+            "SOLVER.MAX_EPOCHS", str(EPOCHS), "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "0",
+            "SOLVER.CHECKPOINT_PERIOD", str(EPOCHS), "SOLVER.LOG_PERIOD", "1"]
+
+
+def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    straight_dir, killed_dir = str(tmp_path / "straight"), str(tmp_path / "killed")
+    straight = subprocess.Popen(train_cmd(straight_dir, synthetic_root), cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(train_cmd(killed_dir, synthetic_root), cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Epoch 1's last.pth is written before epoch 2 logs its first step; epoch 2 has several steps
+    # left when that line arrives, so the kill lands mid-epoch (checked below).
+    seen = []
+    for line in victim.stdout:
+        seen.append(line)
+        if "Epoch[2] Iter[1/" in line:
+            victim.send_signal(signal.SIGKILL)
+            break
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
+    state = torch.load(os.path.join(killed_dir, "last.pth"), weights_only=True)
+    assert state["epoch"] == 1, "the kill came too late: epoch 2 had already been saved"
+
+    resumed = subprocess.run(train_cmd(killed_dir, synthetic_root, "--resume"), cwd=REPO, env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {killed_dir}/last.pth (epoch 1)" in resumed.stdout
+    assert straight.wait() == 0, straight.stderr.read()[-3000:]
+
+    name = f"transformer_{EPOCHS}.pth"
+    a = torch.load(os.path.join(straight_dir, name), weights_only=True)
+    b = torch.load(os.path.join(killed_dir, name), weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = torch.load(os.path.join(straight_dir, "last.pth"), weights_only=True)["optimizer"]["state"]
+    sb = torch.load(os.path.join(killed_dir, "last.pth"), weights_only=True)["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])) for i in sa for k in sa[i])
+
+
+def test_a_nan_batch_is_skipped_without_poisoning_the_model(synthetic_root, tmp_path):
+    """NaN pixels (e.g. a broken decoder) make the loss NaN: the step is skipped and leaves no trace,
+    BatchNorm running statistics included (its forward pass updates them before the loss is known)."""
+
+    class PoisonSecondBatch(HookBase):
+        def before_epoch(self) -> None:
+            loader = self.trainer.train_loader
+            self.trainer.train_loader = [b if i != 1 else (b[0] * float("nan"), *b[1:]) for i, b in enumerate(loader)]
+
+    cfg = tiny_cfg(synthetic_root, str(tmp_path), "SOLVER.MAX_EPOCHS", "1")
+    trainer = run_training(cfg, hooks=[PoisonSecondBatch()])
+    assert trainer.skipped_steps == 1
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values() if v.is_floating_point())
