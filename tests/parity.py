@@ -63,3 +63,18 @@ def cfg_from_parity(c: dict, **extra):
         sec, key = k.split(".")
         cfg[sec][key] = v
     return cfg
+
+
+def fixture_state_dict(fx: dict) -> dict:
+    """The weights of a case: in the file itself or in ``<file>:<key>`` named by ``state_dict_source``."""
+    if fx.get("state_dict") is not None:
+        return fx["state_dict"]
+    file, key = fx["state_dict_source"].split(":")
+    return load_fixture(os.path.join(PARITY_DIR, file))[key]
+
+
+def fixture_masks(fx: dict) -> torch.Tensor:
+    """(B, P+1, H, W) soft part masks, stored whole or as a row/column gather of ``masks_src``."""
+    if fx.get("masks") is not None:
+        return fx["masks"]
+    return fx["masks_src"][:, :, fx["mask_rows"]][:, :, :, fx["mask_cols"]]

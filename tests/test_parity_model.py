@@ -16,8 +16,7 @@ from torch import nn
 
 from model import make_model
 from model.decoder import PartDecoder
-from tests.parity import PARITY_DIR, cfg_from_parity, load_fixture, parity_files
-from tests.test_parity_train_step import fixture_masks, fixture_state_dict
+from tests.parity import PARITY_DIR, cfg_from_parity, fixture_masks, fixture_state_dict, load_fixture, parity_files
 
 CLOSE = dict(rtol=1e-4, atol=1e-4)  # features, logits, decoder outputs, intermediates
 ATTN = dict(rtol=0, atol=1e-5)  # attention maps, probabilities

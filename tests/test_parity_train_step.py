@@ -12,27 +12,12 @@ from config import load_cfg
 from loss import make_loss
 from model import make_model
 from solver import create_scheduler, make_optimizer
-from tests.parity import PARITY_DIR, REPO, cfg_from_parity, load_fixture, parity_files
+from tests.parity import REPO, cfg_from_parity, fixture_masks, fixture_state_dict, load_fixture, parity_files
 
 # The official TSD run's solver; the fixtures' epoch-1 learning rates come from it.
 OFFICIAL_CONFIG = os.path.join(REPO, "configs", "OCC_Duke", "vit_base.yml")
 # Loss terms the reference derives from others (not returned by our loss closure).
 DERIVED_TERMS = ("div_total", "total")
-
-
-def fixture_state_dict(fx: dict) -> dict:
-    """The weights of a case: in the file itself or in ``<file>:<key>`` named by ``state_dict_source``."""
-    if fx.get("state_dict") is not None:
-        return fx["state_dict"]
-    file, key = fx["state_dict_source"].split(":")
-    return load_fixture(os.path.join(PARITY_DIR, file))[key]
-
-
-def fixture_masks(fx: dict) -> torch.Tensor:
-    """(B, P+1, H, W) soft part masks, stored whole or as a row/column gather of ``masks_src``."""
-    if fx.get("masks") is not None:
-        return fx["masks"]
-    return fx["masks_src"][:, :, fx["mask_rows"]][:, :, :, fx["mask_cols"]]
 
 
 def solver_cfg(cfg, sgd: dict):
