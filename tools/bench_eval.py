@@ -31,7 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.metrics import ReidEvaluator
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from utils.metrics import ReidEvaluator  # noqa: E402
 
 DUKE = {"num_query": 2210, "num_gallery": 17661, "gallery_ids": 1110, "query_ids": 519, "cameras": 8}
 NUM_PARTS, DIM = 5, 768
