@@ -14,29 +14,22 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from config import load_cfg  # noqa: E402
-from utils.cli import config_argparser, run_main  # noqa: E402
+from utils.cli import check_test_weight, config_argparser, load_eval_cfg, run_main  # noqa: E402
 
 
 def main() -> int:
     args = config_argparser("Evaluate a TSD checkpoint").parse_args()
-    # The backbone's ImageNet weights are overwritten by the checkpoint: never required at test time.
-    cfg = load_cfg(args.config_file, list(args.opts) + ["MODEL.PRETRAIN_CHOICE", "none"])
+    cfg = load_eval_cfg(args.config_file, args.opts)
 
     from datasets import make_test_loader
     from model import make_model
     from processor.inference import evaluate, format_results, results_to_json
-    from utils.errors import CheckpointError
     from utils.logger import setup_logger
     from utils.misc import apply_device_id, resolve_device
 
     output_dir = cfg.OUTPUT_DIR or "logs/test"
     logger = setup_logger(output_dir, "test_log.txt")
-    if not cfg.TEST.WEIGHT:
-        raise CheckpointError("no checkpoint given: add TEST.WEIGHT path/to/transformer_90.pth to the command")
-    if not os.path.isfile(cfg.TEST.WEIGHT):
-        raise CheckpointError(f"TEST.WEIGHT {cfg.TEST.WEIGHT} does not exist; check the path "
-                              f"(training writes OUTPUT_DIR/{cfg.MODEL.NAME}_<epoch>.pth)")
+    check_test_weight(cfg)
     apply_device_id(cfg.MODEL.DEVICE_ID)
     device = resolve_device(cfg.MODEL.DEVICE)
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)

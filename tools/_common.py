@@ -17,12 +17,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from config import load_cfg
+from utils.cli import check_test_weight, load_eval_cfg
 from datasets.bases import IMAGE_EXTENSIONS, ImageRecord, ReIDDataset, list_images
 from datasets.make_dataloader import make_val_loader
 from datasets.masks import part_names
 from datasets.transforms import read_image
-from utils.errors import CheckpointError, ConfigError, DataError
+from utils.errors import ConfigError, DataError
 from utils.logger import setup_logger
 from utils.misc import apply_device_id, resolve_device
 
@@ -58,13 +58,8 @@ def load_tool_cfg(args: argparse.Namespace) -> CfgNode:
         CheckpointError: no ``TEST.WEIGHT`` or a missing file.
         ConfigError: an SIE model (the tools have no camera / view ids to feed it).
     """
-    cfg = load_cfg(args.config_file, list(args.opts) + ["MODEL.PRETRAIN_CHOICE", "none"])
-    weight = cfg.TEST.WEIGHT
-    if not weight:
-        raise CheckpointError("no checkpoint given: add TEST.WEIGHT path/to/transformer_90.pth to the command")
-    if not os.path.isfile(weight):
-        raise CheckpointError(f"TEST.WEIGHT {weight} does not exist; check the path "
-                              f"(training writes OUTPUT_DIR/{cfg.MODEL.NAME}_<epoch>.pth)")
+    cfg = load_eval_cfg(args.config_file, args.opts)
+    check_test_weight(cfg)
     if cfg.MODEL.SIE_CAMERA or cfg.MODEL.SIE_VIEW:
         raise ConfigError("MODEL.SIE_CAMERA / MODEL.SIE_VIEW models need camera / view ids, which the tools do "
                           "not pass; use a model trained without SIE")

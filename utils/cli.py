@@ -44,3 +44,24 @@ def run_main(main: Callable[[], int | None]) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(rc or 0)
+
+
+
+def load_eval_cfg(config_file: str, opts: list[str]):
+    """Config for evaluating ``TEST.WEIGHT``: overrides applied and ``MODEL.PRETRAIN_CHOICE none``
+    (the checkpoint overwrites every backbone weight, so the ImageNet file is never needed)."""
+    from config import load_cfg
+
+    return load_cfg(config_file, list(opts) + ["MODEL.PRETRAIN_CHOICE", "none"])
+
+
+def check_test_weight(cfg) -> None:
+    """Raise a one-line ``CheckpointError`` when ``TEST.WEIGHT`` is empty or not a file."""
+    from .errors import CheckpointError
+
+    weight = cfg.TEST.WEIGHT
+    if not weight:
+        raise CheckpointError("no checkpoint given: add TEST.WEIGHT path/to/transformer_90.pth to the command")
+    if not os.path.isfile(weight):
+        raise CheckpointError(f"TEST.WEIGHT {weight} does not exist; check the path "
+                              f"(training writes OUTPUT_DIR/{cfg.MODEL.NAME}_<epoch>.pth)")
