@@ -107,6 +107,8 @@ def main() -> int:
         cfg.defrost(); cfg.OUTPUT_DIR = output_dir; cfg.freeze()
     logger = setup_logger(output_dir, "train_log.txt", rank)
     logger.info(f"config file {config_file}, overrides {opts}")
+    if comm.is_dist():
+        logger.info(f"torch.distributed: {comm.backend()} backend, rank {rank} of {comm.get_world_size()}")
     if rank == 0:
         with open(os.path.join(output_dir, "config.yaml"), "w") as f:
             f.write(cfg.dump())
