@@ -115,6 +115,7 @@ class Report:
         if self.remaining() < needs_s:
             self.rows[key] = {"note": f"skipped: time budget ({self.remaining():.0f} s left, needs ~{needs_s:.0f} s)"}
             log(f"{measurement} / {setting}: {self.rows[key]['note']}")
+            self.write()
             return None
         log(f"{measurement} / {setting} ...")
         t = time.perf_counter()
