@@ -207,8 +207,9 @@ class Trainer:
     @property
     def losses(self) -> dict[str, float]:
         """The last step's loss terms and ``'total'`` as floats (empty after a skipped step); synchronises."""
-        return dict(zip(self.step_terms, torch.stack(list(self.step_terms.values())).tolist())) \
-            if self.step_terms else {}
+        if not self.step_terms:
+            return {}
+        return dict(zip(self.step_terms, torch.stack(list(self.step_terms.values())).tolist()))
 
     @property
     def accuracy(self) -> float:

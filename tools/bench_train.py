@@ -61,6 +61,7 @@ def build(backbone: str, device: str, dtype: torch.dtype | None, batch: int, siz
     masks = F.interpolate(torch.randn(batch, p + 1, h // 8, w // 8) * 15, size=(h, w)).softmax(1)
     data = (torch.randn(batch, 3, h, w), torch.arange(batch) // 4, torch.zeros(batch, dtype=torch.long),
             torch.zeros(batch, dtype=torch.long), masks)
+    data = tuple(t.to(device) for t in data)  # on the device already: the step is timed, not the copy
     model.train()
     return trainer, data
 
