@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -74,3 +75,35 @@ def test_step_meter_without_accuracy_reports_nan():
     assert mean["total"] == 2.0 and math.isnan(mean["acc"])
     meter.reset()
     assert meter.mean() == {}
+
+
+def test_tensorboard_hook_writes_period_means(monkeypatch, tmp_path):
+    """Every ``period`` steps (and at the epoch's end) the means since the last write."""
+    import types
+
+    scalars = []
+
+    class Writer:
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, round(value, 6), step))
+
+        def close(self):
+            scalars.append("closed")
+
+    # tensorboard is optional (not installed in CI): stand in for torch.utils.tensorboard.
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    from processor.hooks import TensorboardHook
+
+    hook = TensorboardHook(str(tmp_path), period=2)
+    t = FakeTrainer(epoch=1, iters_per_epoch=3)
+    hook.trainer = t
+    for t.iter, loss in enumerate([1.0, 3.0, 5.0]):
+        t.step_terms, t.step_accuracy = {"total": torch.tensor(loss)}, torch.tensor(0.25)
+        hook.after_step()
+    hook.after_epoch()
+    hook.after_train()
+    assert scalars == [("loss/total", 2.0, 1), ("acc", 0.25, 1), ("lr", 0.004, 1),
+                       ("loss/total", 5.0, 2), ("acc", 0.25, 2), ("lr", 0.004, 2), "closed"]
