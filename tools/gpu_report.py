@@ -174,6 +174,11 @@ def _peak(device: str) -> str:
     return f"{torch.cuda.max_memory_allocated() / 2**30:.2f}" if device == "cuda" else "-"
 
 
+def _precision(trainer) -> str:
+    names = {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}
+    return names[trainer.amp_dtype] + (" + GradScaler" if trainer.scaler.is_enabled() else "")
+
+
 def _rate(n: float, seconds: float) -> str:
     return f"{n / seconds:,.0f}" if n / seconds >= 100 else f"{n / seconds:.1f}"
 
@@ -261,14 +266,14 @@ def train_step_row(s: Setup, dtype: torch.dtype | None, compiled: bool) -> dict:
 
 def e2e_rows(s: Setup, report: Report, workers: int) -> None:
     """Loader alone, then loader + step, both on the trainer ``train.build_trainer`` builds."""
-    import train
-    from utils.misc import set_seed
-
-    cfg = s.cfg("DATALOADER.NUM_WORKERS", str(workers))
-    set_seed(cfg.SOLVER.SEED)
     state = {}
 
     def build():
+        import train
+        from utils.misc import set_seed
+
+        state["cfg"] = cfg = s.cfg("DATALOADER.NUM_WORKERS", str(workers))
+        set_seed(cfg.SOLVER.SEED)
         state["trainer"] = train.build_trainer(cfg)
         state["trainer"].scheduler.step(1)
         state["trainer"].model.train()
@@ -307,7 +312,7 @@ def e2e_rows(s: Setup, report: Report, workers: int) -> None:
             n += batch[0].shape[0]
         _sync(s.device)
         return {"img/s": _rate(n, time.perf_counter() - t), "peak GiB": _peak(s.device),
-                "note": f"{iters} steps after {warmup}, {'fp16 AMP' if cfg.SOLVER.AMP else 'fp32'}, eager"}
+                "note": f"{iters} steps after {warmup}, {_precision(trainer)}, eager"}
 
     setting = f"NUM_WORKERS {workers}"
     try:
