@@ -1,26 +1,29 @@
 """``tools/gpu_report.py --device cpu --smoke``: every row of the GPU report runs (on the tiny model and
-the tiny set), so the report cannot rot while no GPU is at hand. About a minute on 2 cores."""
+the tiny set), so the report cannot rot while no GPU is at hand. About 30 s on 2 cores."""
 from __future__ import annotations
+
+import torch
 
 from tools import gpu_report
 
 
 def test_smoke_report_fills_every_row(tmp_path, capsys):
     out = tmp_path / "report.md"
-    assert gpu_report.main(["--device", "cpu", "--smoke", "--budget", "1200", "--root", str(tmp_path / "data"),
-                            "--out", str(out)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert gpu_report.main(["--device", "cpu", "--smoke", "--budget", "1200", "--root", str(tmp_path / "data"),
+                                "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the smoke run uses one; later tests keep the session's setting
     table = out.read_text()
     assert table.strip() in capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| measurement")]
     assert len(rows) == 13, table
-    assert "failed:" not in table and "skipped: time budget" not in table, table
-    skipped = [r for r in rows if "skipped:" in r]
-    assert len(skipped) == 2 and all("compiles fp32 only" in r for r in skipped), table
+    assert "failed:" not in table and "skipped:" not in table, table
     for r in rows:
-        if "skipped:" not in r:
-            cells = [c.strip() for c in r.strip("|").split("|")]
-            assert cells[2] or cells[4], r  # a throughput or a time
-    assert "| fp32, compiled |" in table and "x eager" in table
+        cells = [c.strip() for c in r.strip("|").split("|")]
+        assert cells[2] or cells[4], r  # a throughput or a time
+    assert table.count("x eager; compile") == 3
     assert "ok: gloo" in table
 
 
