@@ -46,6 +46,9 @@ def init_distributed(device: str) -> tuple[int, int]:
     if device == "cuda":
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend)
+    # One collective now: an unreachable rank or a broken NCCL / network set-up fails here, at start-up,
+    # not at the first gradient all-reduce (NCCL creates its communicator lazily).
+    dist.barrier(device_ids=[local_rank] if device == "cuda" else None)
     return dist.get_rank(), local_rank
 
 
