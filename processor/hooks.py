@@ -27,6 +27,7 @@ class StepMeter:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every added step."""
         self._sums: dict[str, torch.Tensor] = {}
         self.count = 0
 

@@ -106,6 +106,7 @@ class Report:
         self.rows: dict[tuple[str, str], dict] = {}
 
     def remaining(self) -> float:
+        """Seconds left of the budget."""
         return self.budget_s - (time.perf_counter() - self.start)
 
     def reserve(self, measurement: str, setting: str) -> None:
@@ -137,6 +138,7 @@ class Report:
         return cells
 
     def table(self) -> str:
+        """The header and the markdown table of every row so far."""
         lines = [*self.header, "", "| " + " | ".join(self.COLUMNS) + " |", "|" + "---|" * len(self.COLUMNS)]
         for (measurement, setting), cells in self.rows.items():
             values = [measurement, setting, *(cells.get(c, "") for c in self.COLUMNS[2:])]
@@ -399,6 +401,7 @@ def torchrun_row(s: Setup, timeout: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line (see the module docstring); returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
