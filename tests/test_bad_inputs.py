@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -569,3 +570,48 @@ def test_forked_run_matches_a_real_subprocess(case_folder: Path):
     fresh = run_entry(case.script, argv, case_folder, fork=False)
     assert (forked.returncode, error_line(forked.stderr)) == (fresh.returncode, error_line(fresh.stderr))
     assert forked.returncode == 2 and "Traceback" not in fresh.stdout + fresh.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Odd but valid inputs: they simply work
+# ----------------------------------------------------------------------------------------------
+def _resize_mask(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``mask`` (36, h0, w0) at (36, h, w), channel by channel (OpenCV has no float16 resize)."""
+    return np.stack([cv2.resize(c.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) for c in mask]
+                    ).clip(0, 1).astype(mask.dtype)
+
+
+def make_odd(image: Path, kind: str, mask: Path | None) -> None:
+    """Rewrite ``image`` (and its mask) as one kind of odd but valid input a real data set holds."""
+    bgr = cv2.imread(str(image))
+    h, w = bgr.shape[:2]
+    if kind == "grayscale":  # a single-channel JPEG
+        cv2.imwrite(str(image), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    elif kind == "tiny":  # a detector box of a distant person: 14 x 6 pixels, a 2 x 1 mask
+        cv2.imwrite(str(image), cv2.resize(bgr, (6, 14), interpolation=cv2.INTER_AREA))
+        if mask is not None:
+            np.save(mask, _resize_mask(np.load(mask), 2, 1))
+    elif kind == "huge":  # a person filling a 4K frame's height: 1600 x 640 pixels
+        cv2.imwrite(str(image), cv2.resize(bgr, (640, 1600), interpolation=cv2.INTER_LINEAR))
+        if mask is not None:
+            np.save(mask, _resize_mask(np.load(mask), 200, 80))
+    elif kind == "mask_full_resolution" and mask is not None:  # one mask at the image's resolution, not 1/8
+        np.save(mask, _resize_mask(np.load(mask), h, w).astype(np.float32))
+
+
+ODD_KINDS = ("grayscale", "tiny", "huge", "mask_full_resolution")
+
+
+def test_odd_but_valid_inputs_train_to_a_checkpoint(case_folder: Path):
+    """Grayscale JPEGs, 14 x 6 and 1600 x 640 crops, masks at another resolution than the others (in
+    training, query and gallery, a quarter of the files each) train and evaluate without a word."""
+    for i, image in enumerate(train_files(case_folder)):
+        make_odd(image, ODD_KINDS[i % len(ODD_KINDS)], mask_of(image))
+    for split in ("query", "bounding_box_test"):
+        for i, image in enumerate(sorted((case_folder / DUKE / split).iterdir())):
+            make_odd(image, ODD_KINDS[i % 3], None)
+    r = run_entry("train.py", [fill(a, case_folder) for a in tiny("SOLVER.MAX_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "1")],
+                  case_folder)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "Traceback" not in r.stdout + r.stderr and "WARNING" not in r.log
+    assert (case_folder / "out" / "transformer_1.pth").is_file() and "Validation results - epoch 1" in r.log

@@ -1,5 +1,6 @@
-"""Crash safety: a failed save keeps the previous checkpoint; ``kill -9`` + ``--resume`` ends bitwise
-where an uninterrupted run ends; a NaN batch is skipped without a trace."""
+"""Crash safety: a failed save keeps the previous checkpoint and says so; a save killed half-way leaves
+nothing behind; ``kill -9`` + ``--resume`` ends bitwise where an uninterrupted run ends; a NaN batch is
+skipped without a trace."""
 from __future__ import annotations
 
 import io
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from processor.checkpointer import Checkpointer
+from utils.errors import CheckpointError
 from processor.trainer import HookBase
 from tests.test_train import DEMO_CFG, REPO, run_training, tiny_cfg
 
@@ -37,7 +39,8 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     with torch.no_grad():
         model.weight.add_(1.0)
     monkeypatch.setattr(torch, "save", save_half_then_fail)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match=f"cannot write checkpoint {path} \\(No space left on device\\); "
+                                              f"the previous last.pth is intact; free space in {tmp_path}"):
         ckpt.save_state("last.pth", epoch=2)
     monkeypatch.undo()
 
@@ -45,6 +48,23 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     assert os.listdir(tmp_path) == ["last.pth"]  # the partial temporary file was removed
     assert ckpt.resume(path) == 1
     assert all(torch.equal(v, epoch1[k]) for k, v in model.state_dict().items())
+
+
+def test_files_of_a_save_killed_half_way_are_removed(tmp_path):
+    """``kill -9`` while writing leaves ``last.pth.tmp.<pid>``: the next run removes it at its start
+    and before each save, but never the file of a process that still runs (another run saving)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stray = tmp_path / f"last.pth.tmp.{dead.pid}"
+    stray.write_bytes(b"PK half a zip")
+    live = tmp_path / f"transformer_2.pth.tmp.{os.getppid()}"
+    live.write_bytes(b"being written")
+    ckpt = Checkpointer(nn.Linear(2, 2), str(tmp_path))
+    assert not stray.exists() and live.exists()
+    stray.write_bytes(b"PK half a zip")
+    ckpt.save_state("last.pth", epoch=1)
+    assert sorted(os.listdir(tmp_path)) == ["last.pth", live.name]
+    assert ckpt.resume(str(tmp_path / "last.pth")) == 1
 
 
 def train_cmd(out: str, root: str, *extra: str) -> list[str]:
