@@ -286,8 +286,9 @@ class Checkpointer:
         try:
             unwrap(self.model).load_state_dict(state["model"])
         except RuntimeError as e:  # size mismatch / missing keys: a state of another model
-            raise CheckpointError(f"cannot resume from {path}: it does not fit the model "
-                                  f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}); "
+            lines = str(e).splitlines()  # "Error(s) in loading state_dict ...", then one line per problem
+            first = lines[1].strip() if len(lines) > 1 else lines[0]
+            raise CheckpointError(f"cannot resume from {path}: it does not fit the model ({first}); "
                                   f"start a new OUTPUT_DIR") from e
         for obj, key in ((self.optimizer, "optimizer"), (self.scheduler, "scheduler"), (self.scaler, "scaler")):
             if obj is not None and state.get(key) is not None:

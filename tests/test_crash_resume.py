@@ -125,3 +125,25 @@ def test_a_nan_batch_is_skipped_without_poisoning_the_model(synthetic_root, tmp_
     trainer = run_training(cfg, hooks=[PoisonSecondBatch()])
     assert trainer.skipped_steps == 1
     assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values() if v.is_floating_point())
+
+
+def test_resume_config_check(tmp_path):
+    """Places may change on resume, training keys only with --allow-config-change, model keys never."""
+    from config import load_cfg
+    from processor.checkpointer import check_resume_config
+    from train import parse_args
+
+    path = str(tmp_path / "last.pth")
+    torch.save({"model": {}, "epoch": 1, "config": load_cfg(DEMO_CFG).dump()}, path)
+    check_resume_config(path, load_cfg(DEMO_CFG, ["DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", "elsewhere"]))
+    lr = load_cfg(DEMO_CFG, ["SOLVER.BASE_LR", "0.01"])
+    with pytest.raises(CheckpointError, match=r"SOLVER.BASE_LR 0.002 \(now 0.01\); .* add --allow-config-change"):
+        check_resume_config(path, lr)
+    check_resume_config(path, lr, allow_change=True)
+    parts = load_cfg(DEMO_CFG, ["MODEL.NUM_PARTS", "3", "INPUT.MASK_PREPROCESS", "three"])
+    with pytest.raises(CheckpointError, match="another model: MODEL.NUM_PARTS 5 \\(now 3\\)"):
+        check_resume_config(path, parts, allow_change=True)
+    for argv in (["--config_file", "c.yml", "--resume", "--allow-config-change", "SOLVER.BASE_LR", "0.01"],
+                 ["--config_file", "c.yml", "SOLVER.BASE_LR", "0.01", "--resume", "--allow-config-change"],
+                 ["--config_file", "c.yml", "SOLVER.BASE_LR", "0.01", "--allow-config-change", "--resume"]):
+        assert parse_args(argv) == ("c.yml", ["SOLVER.BASE_LR", "0.01"], "auto", True), argv
