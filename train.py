@@ -100,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, list[str], str | Non
 def main() -> int:
     config_file, opts, resume, allow_config_change = parse_args()
     cfg = load_cfg(config_file, opts)
+
     from processor.checkpointer import CONFIG_FILE, check_resume_config
     from utils import comm
     from utils.logger import setup_logger

@@ -4,7 +4,14 @@ Every case damages a copy of the tiny synthetic data set (or writes a bad checkp
 command line), runs the real entry point, and checks: a non-zero exit code, stderr is one line
 ``error: ...`` naming the culprit and the fix (plus, for a damaged JPEG, libjpeg's own warnings, which
 OpenCV lets through), no traceback on the console, and — once the entry point has set up its log
-file — the traceback in that file.
+file — the traceback in that file. Crafted files (a pickled ``.npy``, a checkpoint, a YAML tag) carry
+a payload that would create a marker file; no case may leave it behind.
+
+Classes: data (folders, splits, lists, every mask header before the first step, mask values when
+read, file names), configs (keys, types, YAML syntax, ``_BASE_``, value ranges, devices), places
+(``OUTPUT_DIR``), checkpoints (damaged, foreign, crafted, trained under another config) and the command
+line. :func:`test_odd_but_valid_inputs_train_to_a_checkpoint` checks the other side: odd inputs a real
+data set holds simply work.
 
 The entry points run as ``__main__`` in processes forked from a multiprocessing forkserver that has
 imported torch, torchvision, timm and OpenCV once: a fresh interpreter pays ~5 s for those imports
