@@ -14,7 +14,8 @@ _C = CN()
 # MODEL
 # -----------------------------------------------------------------------------------------------
 _C.MODEL = CN()
-# 'cuda' or 'cpu'. 'cuda' falls back to CPU (with a warning) when no GPU is visible.
+# 'cuda' or 'cpu'. train.py / test.py refuse 'cuda' when no GPU is visible (a GPU run silently on the
+# CPU would take days); the tools fall back to the CPU with a warning.
 _C.MODEL.DEVICE = "cuda"
 # Exported as CUDA_VISIBLE_DEVICES before CUDA is initialised (single-process runs only).
 _C.MODEL.DEVICE_ID = "0"

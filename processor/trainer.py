@@ -94,20 +94,29 @@ class Trainer:
 
     def train(self) -> None:
         """Run the remaining epochs, calling the hooks."""
-        self._call("before_train")
-        for self.epoch in range(self.start_epoch, self.max_epochs + 1):
-            self.scheduler.step(self.epoch)
-            # DDP identity sampler: a different (but rank-consistent) plan every epoch.
-            set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
-            if set_epoch is not None:
-                set_epoch(self.epoch)
-            self.model.train()
-            self._call("before_epoch")
-            for self.iter, batch in enumerate(self.train_loader):
-                self.run_step(batch)
-                self._call("after_step")
-            self._call("after_epoch")
-        self._call("after_train")
+        try:
+            self._call("before_train")
+            for self.epoch in range(self.start_epoch, self.max_epochs + 1):
+                self.scheduler.step(self.epoch)
+                # DDP identity sampler: a different (but rank-consistent) plan every epoch.
+                set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
+                if set_epoch is not None:
+                    set_epoch(self.epoch)
+                self.model.train()
+                self._call("before_epoch")
+                for self.iter, batch in enumerate(self.train_loader):
+                    self.run_step(batch)
+                    self._call("after_step")
+                self._call("after_epoch")
+            self._call("after_train")
+        finally:
+            # Persistent loader workers would otherwise live until the garbage collector frees the
+            # trainer (it and its hooks refer to each other), and their shutdown would then block
+            # whatever code runs at that moment (tens of seconds in the test suite).
+            iterator = getattr(self.train_loader, "_iterator", None)
+            if iterator is not None:
+                iterator._shutdown_workers()
+                self.train_loader._iterator = None
 
     def _autocast(self):
         if self.amp_dtype is None:
