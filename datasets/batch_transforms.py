@@ -1,0 +1,212 @@
+"""The training augmentation as one batched transform, run after the host->device transfer.
+
+``INPUT.BATCH_AUGMENT``: a loader worker no longer augments. It ships the resized uint8 image, the
+grouped part maps at the mask's own resolution and the sample's augmentation parameters, drawn by
+:class:`AugmentParams` from the sample seed exactly as :class:`datasets.transforms.TrainTransform`
+draws them (same v2 transforms, same RNG calls, same order). :class:`BatchTrainTransform` then applies
+flip, pad + crop, ``ToDtype`` + ``Normalize``, random erasing and the mask background + softmax to the
+whole batch on the training device. On the CPU the result is bitwise the per-sample pipeline's
+(``tests/test_batch_transforms.py``), including the erasing noise, which is drawn in the worker.
+
+Why it is cheap: the full-resolution mask of the per-sample path is a nearest-neighbour resize of the
+low-resolution part maps, flipped, cropped and zeroed (padding, erasing). Background + softmax act on
+each pixel alone, so they are computed once per low-resolution pixel plus one all-zero vector, and the
+full-resolution soft mask is a gather with an index map.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from .masks import add_background, flip_permutation
+from .transforms import PairedRandomErasing
+
+__all__ = ["AugmentParams", "batch_collate", "BatchTrainTransform"]
+
+Params = dict[str, Any]
+
+
+class _Recorder:
+    """Mixin for a v2 transform: ``transform()`` stores its parameters and leaves the input alone.
+
+    ``forward()`` (the RNG calls: whether to apply, ``make_params``) is the transform's own, so the
+    draws are those of the per-sample pipeline.
+    """
+
+    recorded: Params | None = None
+
+    def transform(self, inpt: Any, params: Params) -> Any:
+        self.recorded = params
+        return inpt
+
+
+class _FlipParams(_Recorder, v2.RandomHorizontalFlip):
+    pass
+
+
+class _CropParams(_Recorder, v2.RandomCrop):
+    pass
+
+
+class _EraseParams(_Recorder, PairedRandomErasing):
+    pass
+
+
+class AugmentParams:
+    """Draws one sample's flip / crop / erasing parameters from torch's global CPU RNG.
+
+    The draws equal those of ``TrainTransform(size, ..., flip_p, padding, erase_p)`` run under the
+    same RNG state: the same v2 transform classes run on a zero-size stand-in of the (3, H, W) image
+    (v2 reads only the input's size), recording their parameters instead of applying them.
+
+    Args:
+        size: (H, W) of the resized image; flip_p, padding, erase_p: ``INPUT.PROB``, ``INPUT.PADDING``,
+            ``INPUT.RE_PROB``.
+    """
+
+    def __init__(self, size: Sequence[int], flip_p: float, padding: int, erase_p: float):
+        self.size = tuple(size)
+        self.flip = _FlipParams(flip_p)
+        self.crop = _CropParams(list(size), padding=padding or None, fill=0)
+        self.erase = _EraseParams(erase_p)
+        # Stride-0 view: v2 queries the shape, and nothing is ever read from or written to it.
+        self.stand_in = tv_tensors.Image(torch.zeros((), dtype=torch.uint8).expand(3, *self.size))
+
+    def __call__(self) -> Params:
+        """``{'flip': bool, 'top', 'left': crop offsets in the padded image, 'erase': (i, j, h, w)
+        (all 0 when not erased), 'noise': (3*h*w,) float32 erasing values}``."""
+        for t in (self.flip, self.crop, self.erase):
+            t.recorded = None
+            t(self.stand_in)
+        crop, erase = self.crop.recorded, self.erase.recorded
+        if erase is None or erase["v"] is None:  # not applied, or no rectangle fitted in 10 attempts
+            rect, noise = (0, 0, 0, 0), torch.empty(0)
+        else:
+            rect, noise = (erase["i"], erase["j"], erase["h"], erase["w"]), erase["v"].reshape(-1)
+        return {"flip": self.flip.recorded is not None, "top": crop["top"], "left": crop["left"], "erase": rect,
+                "noise": noise}
+
+
+def batch_collate(batch) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """Collate ``(uint8 image (3,H,W), pid, camid, viewid, parts (P,h,w) or None, params)`` samples.
+
+    Returns:
+        ``(imgs (B,3,H,W) uint8, pids, camids, viewids (B,) int64, aug)``; ``aug`` holds ``flip`` (B,)
+        bool, ``crop`` (B, 2) top/left, ``erase`` (B, 4) i/j/h/w, ``noise`` (sum 3*h*w,) float32 in
+        batch order and, with masks, ``parts`` (B, P, h_max, w_max) zero-padded and ``part_sizes`` (B, 2).
+    """
+    imgs, pids, camids, viewids, parts, params = zip(*batch)
+    aug = {
+        "flip": torch.tensor([p["flip"] for p in params]),
+        "crop": torch.tensor([(p["top"], p["left"]) for p in params]),
+        "erase": torch.tensor([p["erase"] for p in params]),
+        "noise": torch.cat([p["noise"] for p in params]),
+    }
+    if parts[0] is not None:
+        sizes = torch.tensor([m.shape[-2:] for m in parts])
+        h_max, w_max = sizes.amax(0).tolist()
+        padded = parts[0].new_zeros((len(parts), parts[0].shape[0], h_max, w_max))
+        for out, m in zip(padded, parts):
+            out[:, :m.shape[1], :m.shape[2]] = m
+        aug.update(parts=padded, part_sizes=sizes)
+    return torch.stack(imgs), torch.tensor(pids), torch.tensor(camids), torch.tensor(viewids), aug
+
+
+def nearest_source_index(out_index: Tensor, in_size: Tensor, out_size: int) -> Tensor:
+    """Source index of a nearest-neighbour resize from ``in_size`` to ``out_size`` (per sample).
+
+    ATen's ``nearest`` mode in float32: ``min(floor(dst * (float(in) / out)), in - 1)``, the index
+    ``F.interpolate`` (and thus v2's mask resize) uses, so the gather below is bitwise its result.
+
+    Args:
+        out_index: (B, n) int64 destination indices; in_size: (B,) int64.
+    """
+    scale = in_size.to(torch.float32) / out_size
+    src = torch.floor(out_index.to(torch.float32) * scale[:, None]).to(torch.int64)
+    return torch.minimum(src, in_size[:, None] - 1)
+
+
+class BatchTrainTransform:
+    """The per-sample training augmentation applied to a whole batch (see the module docstring).
+
+    Args: as :class:`datasets.transforms.TrainTransform` (``flip_p`` / ``erase_p`` are used by
+    :class:`AugmentParams` in the workers; ``grouping`` None: no masks).
+    """
+
+    def __init__(self, size: Sequence[int], mean: Sequence[float], std: Sequence[float], padding: int = 10,
+                 grouping: str | None = None, swap_lr: bool = False, bg_threshold: float = 0.3,
+                 softmax_weight: float = 15.0):
+        self.size = tuple(size)
+        self.mean, self.std = list(mean), list(std)
+        self.padding = padding
+        self.bg_threshold, self.softmax_weight = bg_threshold, softmax_weight
+        self.permutation = flip_permutation(grouping) if grouping is not None and swap_lr else None
+
+    @classmethod
+    def from_cfg(cls, cfg, with_masks: bool) -> "BatchTrainTransform":
+        """The transform configured by ``cfg.INPUT`` (masks only if ``with_masks``)."""
+        i = cfg.INPUT
+        return cls(i.SIZE_TRAIN, i.PIXEL_MEAN, i.PIXEL_STD, i.PADDING, i.MASK_PREPROCESS if with_masks else None,
+                   i.FLIP_SWAP_LR, i.MASK_BG_THRESHOLD, i.MASK_SOFTMAX_WEIGHT)
+
+    def __call__(self, batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """Augment a :func:`batch_collate` batch (already on the training device).
+
+        Returns:
+            ``(imgs (B,3,H,W) float32 normalised, pids, camids, viewids, masks (B,P+1,H,W) float32 or None)``,
+            the batch :func:`datasets.make_dataloader.train_collate` gives for the per-sample path.
+        """
+        imgs, pids, camids, viewids, aug = batch
+        b, (h, w) = imgs.shape[0], self.size
+        dev = imgs.device
+        # Output pixel (y, x) shows pixel (row, col) of the flipped, resized image; padding is outside.
+        row = aug["crop"][:, :1] + torch.arange(h, device=dev) - self.padding  # (B, H)
+        col = aug["crop"][:, 1:] + torch.arange(w, device=dev) - self.padding  # (B, W)
+        inside = ((row >= 0) & (row < h))[:, :, None] & ((col >= 0) & (col < w))[:, None, :]  # (B, H, W)
+        row, col = row.clamp(0, h - 1), col.clamp(0, w - 1)
+        col = torch.where(aug["flip"][:, None], w - 1 - col, col)  # column in the unflipped image
+
+        src = (row[:, :, None] * w + col[:, None, :]).flatten(1)  # (B, H*W)
+        pixels = imgs.flatten(2).gather(2, src[:, None].expand(b, 3, -1)).view(b, 3, h, w)
+        pixels = pixels.masked_fill_(~inside[:, None], 0)
+        # v2.ToDtype(scale=True) + v2.Normalize, operation for operation.
+        mean = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=dev).view(1, 3, 1, 1)
+        out = pixels.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+
+        i, j, eh, ew = aug["erase"].unbind(1)
+        ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
+        erased = (((ys >= i[:, None]) & (ys < (i + eh)[:, None]))[:, :, None]
+                  & ((xs >= j[:, None]) & (xs < (j + ew)[:, None]))[:, None, :])  # (B, H, W)
+        # The True positions of the (B, 3, H, W) mask, in memory order, are each sample's rectangle
+        # channel by channel, row by row: the order of the concatenated (3, h, w) noise blocks.
+        out.masked_scatter_(erased[:, None].expand(b, 3, h, w), aug["noise"])
+
+        masks = None
+        if "parts" in aug:
+            masks = self._soft_masks(aug, row, col, inside & ~erased)
+        return out, pids, camids, viewids, masks
+
+    def _soft_masks(self, aug: dict[str, Tensor], row: Tensor, col: Tensor, keep: Tensor) -> Tensor:
+        """(B, P+1, H, W) soft masks: background + softmax of the low-resolution parts, gathered.
+
+        Args:
+            row, col: (B, H), (B, W) pixel of the resized unflipped image each output pixel shows;
+            keep: (B, H, W) False where the per-sample mask is zero (padding, erasing).
+        """
+        parts = aug["parts"].to(torch.float32)  # (B, P, h, w), exact from float16
+        b, p, mh, mw = parts.shape
+        h, w = self.size
+        table = torch.cat([parts.flatten(2), parts.new_zeros(b, p, 1)], dim=2)  # (B, P, h*w + 1); last: zero
+        if self.permutation is not None:  # swap left/right parts before the softmax, as the per-sample path
+            table = torch.where(aug["flip"][:, None, None], table[:, self.permutation], table)
+        soft = add_background(table[..., None], self.bg_threshold, self.softmax_weight)[..., 0]  # (B, P+1, L)
+        sizes = aug["part_sizes"]
+        src_row = nearest_source_index(row, sizes[:, 0], h)  # (B, H)
+        src_col = nearest_source_index(col, sizes[:, 1], w)  # (B, W)
+        index = torch.where(keep, src_row[:, :, None] * mw + src_col[:, None, :], mh * mw).flatten(1)
+        return soft.gather(2, index[:, None].expand(b, p + 1, -1)).view(b, p + 1, h, w)
