@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -37,10 +38,8 @@ class _Recorder:
     draws are those of the per-sample pipeline.
     """
 
-    recorded: Params | None = None
-
     def transform(self, inpt: Any, params: Params) -> Any:
-        self.recorded = params
+        self.__dict__["recorded"] = params  # not Module.__setattr__: it costs ~20 us a call
         return inpt
 
 
@@ -80,7 +79,7 @@ class AugmentParams:
         """``{'flip': bool, 'top', 'left': crop offsets in the padded image, 'erase': (i, j, h, w)
         (all 0 when not erased), 'noise': (3*h*w,) float32 erasing values}``."""
         for t in (self.flip, self.crop, self.erase):
-            t.recorded = None
+            t.__dict__["recorded"] = None
             t(self.stand_in)
         crop, erase = self.crop.recorded, self.erase.recorded
         if erase is None or erase["v"] is None:  # not applied, or no rectangle fitted in 10 attempts
@@ -137,6 +136,9 @@ class BatchTrainTransform:
     :class:`AugmentParams` in the workers; ``grouping`` None: no masks).
     """
 
+    # None: vectorised erasing on accelerators, a loop over the rectangles on the CPU (see _Erasing).
+    vectorised_erasing: bool | None = None
+
     def __init__(self, size: Sequence[int], mean: Sequence[float], std: Sequence[float], padding: int = 10,
                  grouping: str | None = None, swap_lr: bool = False, bg_threshold: float = 0.3,
                  softmax_weight: float = 15.0):
@@ -163,50 +165,95 @@ class BatchTrainTransform:
         imgs, pids, camids, viewids, aug = batch
         b, (h, w) = imgs.shape[0], self.size
         dev = imgs.device
-        # Output pixel (y, x) shows pixel (row, col) of the flipped, resized image; padding is outside.
+        # Output pixel (y, x) shows pixel (row, col) of the flipped, resized image, or padding.
         row = aug["crop"][:, :1] + torch.arange(h, device=dev) - self.padding  # (B, H)
         col = aug["crop"][:, 1:] + torch.arange(w, device=dev) - self.padding  # (B, W)
-        inside = ((row >= 0) & (row < h))[:, :, None] & ((col >= 0) & (col < w))[:, None, :]  # (B, H, W)
+        row_in, col_in = (row >= 0) & (row < h), (col >= 0) & (col < w)
         row, col = row.clamp(0, h - 1), col.clamp(0, w - 1)
         col = torch.where(aug["flip"][:, None], w - 1 - col, col)  # column in the unflipped image
 
-        src = (row[:, :, None] * w + col[:, None, :]).flatten(1)  # (B, H*W)
-        pixels = imgs.flatten(2).gather(2, src[:, None].expand(b, 3, -1)).view(b, 3, h, w)
-        pixels = pixels.masked_fill_(~inside[:, None], 0)
+        # Flip + pad-crop is separable: a column gather, then whole rows (row copies). Padding pixels
+        # come from an appended zero row / column (index h / w).
+        pixels = _take_rows(F.pad(imgs, (0, 1, 0, 1)).gather(3, torch.where(col_in, col, w)[:, None, None, :]
+                                                            .expand(b, 3, h + 1, w)), torch.where(row_in, row, h))
         # v2.ToDtype(scale=True) + v2.Normalize, operation for operation.
         mean = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=dev).view(1, 3, 1, 1)
         out = pixels.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
-
-        i, j, eh, ew = aug["erase"].unbind(1)
-        ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
-        erased = (((ys >= i[:, None]) & (ys < (i + eh)[:, None]))[:, :, None]
-                  & ((xs >= j[:, None]) & (xs < (j + ew)[:, None]))[:, None, :])  # (B, H, W)
-        # The True positions of the (B, 3, H, W) mask, in memory order, are each sample's rectangle
-        # channel by channel, row by row: the order of the concatenated (3, h, w) noise blocks.
-        out.masked_scatter_(erased[:, None].expand(b, 3, h, w), aug["noise"])
+        erasing = _Erasing(aug["erase"], self.size, self.vectorised_erasing)
+        erasing.fill(out, aug["noise"])
 
         masks = None
         if "parts" in aug:
-            masks = self._soft_masks(aug, row, col, inside & ~erased)
+            masks = self._soft_masks(aug, row, col, row_in, col_in, erasing)
         return out, pids, camids, viewids, masks
 
-    def _soft_masks(self, aug: dict[str, Tensor], row: Tensor, col: Tensor, keep: Tensor) -> Tensor:
+    def _soft_masks(self, aug: dict[str, Tensor], row: Tensor, col: Tensor, row_in: Tensor, col_in: Tensor,
+                    erasing: "_Erasing") -> Tensor:
         """(B, P+1, H, W) soft masks: background + softmax of the low-resolution parts, gathered.
 
         Args:
             row, col: (B, H), (B, W) pixel of the resized unflipped image each output pixel shows;
-            keep: (B, H, W) False where the per-sample mask is zero (padding, erasing).
+            row_in, col_in: False for padding rows / columns; erasing: the rectangles.
+            The per-sample mask is zero outside and in the rectangle: the softmax of a zero vector.
         """
         parts = aug["parts"].to(torch.float32)  # (B, P, h, w), exact from float16
-        b, p, mh, mw = parts.shape
-        h, w = self.size
-        table = torch.cat([parts.flatten(2), parts.new_zeros(b, p, 1)], dim=2)  # (B, P, h*w + 1); last: zero
         if self.permutation is not None:  # swap left/right parts before the softmax, as the per-sample path
-            table = torch.where(aug["flip"][:, None, None], table[:, self.permutation], table)
-        soft = add_background(table[..., None], self.bg_threshold, self.softmax_weight)[..., 0]  # (B, P+1, L)
+            parts = torch.where(aug["flip"][:, None, None, None], parts[:, self.permutation], parts)
+        mh, mw = parts.shape[-2:]
+        # One zero row and column (index mh, mw) for the pixels outside the image.
+        soft = add_background(F.pad(parts, (0, 1, 0, 1)), self.bg_threshold, self.softmax_weight)
+        b, c = soft.shape[:2]
+        h, w = self.size
         sizes = aug["part_sizes"]
-        src_row = nearest_source_index(row, sizes[:, 0], h)  # (B, H)
-        src_col = nearest_source_index(col, sizes[:, 1], w)  # (B, W)
-        index = torch.where(keep, src_row[:, :, None] * mw + src_col[:, None, :], mh * mw).flatten(1)
-        return soft.gather(2, index[:, None].expand(b, p + 1, -1)).view(b, p + 1, h, w)
+        src_row = torch.where(row_in, nearest_source_index(row, sizes[:, 0], h), mh)  # (B, H)
+        src_col = torch.where(col_in, nearest_source_index(col, sizes[:, 1], w), mw)  # (B, W)
+        masks = _take_rows(soft.gather(3, src_col[:, None, None, :].expand(b, c, mh + 1, w)), src_row)
+        erasing.fill(masks, soft[:, :, mh, mw])
+        return masks
+
+
+class _Erasing:
+    """The erasing rectangles of a batch, ``erase`` (B, 4) i/j/h/w (h = 0: none) in a (H, W) image.
+
+    On the GPU one vectorised pass over the batch; on the CPU, where a pass over the whole batch costs
+    more than a few small copies, a loop over the erased samples. Both write the same values.
+    """
+
+    def __init__(self, erase: Tensor, size: Sequence[int], vectorised: bool | None = None):
+        self.erase, self.size = erase, tuple(size)
+        self.loop = erase.device.type == "cpu" if vectorised is None else not vectorised
+        if not self.loop:
+            i, j, eh, ew = erase.unbind(1)
+            ys, xs = (torch.arange(n, device=erase.device) for n in self.size)
+            self.inside = (((ys >= i[:, None]) & (ys < (i + eh)[:, None]))[:, :, None]
+                           & ((xs >= j[:, None]) & (xs < (j + ew)[:, None]))[:, None, :])[:, None]  # (B, 1, H, W)
+
+    def fill(self, x: Tensor, values: Tensor) -> None:
+        """Write ``values`` into the rectangles of ``x`` (B, C, H, W), in place: either (B, C) -- one
+        value per sample and channel -- or the concatenated (C, h, w) blocks of the erased samples
+        (a flat tensor; the order in which v2's erasing would write them)."""
+        b, c = x.shape[:2]
+        per_channel = values.dim() == 2
+        if not self.loop:
+            if per_channel:
+                x.copy_(torch.where(self.inside, values[:, :, None, None], x))
+            else:  # the True positions of the mask, in memory order, are the blocks' elements in order
+                x.masked_scatter_(self.inside.expand(b, c, *self.size), values)
+            return
+        offset = 0
+        for k, (i, j, eh, ew) in enumerate(self.erase.tolist()):
+            if eh == 0:
+                continue
+            if per_channel:
+                x[k, :, i:i + eh, j:j + ew] = values[k, :, None, None]
+            else:
+                x[k, :, i:i + eh, j:j + ew] = values[offset:offset + c * eh * ew].view(c, eh, ew)
+                offset += c * eh * ew
+
+
+def _take_rows(x: Tensor, rows: Tensor) -> Tensor:
+    """``out[b, c, y] = x[b, c, rows[b, y]]`` for x (B, C, h, W) and rows (B, H): (B, C, H, W)."""
+    b, c, h, w = x.shape
+    base = torch.arange(b * c, device=x.device).view(b, c, 1) * h
+    return x.reshape(b * c * h, w).index_select(0, (base + rows[:, None, :]).flatten()).view(b, c, -1, w)
