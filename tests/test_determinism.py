@@ -43,6 +43,13 @@ def test_losses_do_not_depend_on_the_number_of_workers(synthetic_root, tmp_path,
     assert step_losses(synthetic_root, str(tmp_path), "DATALOADER.NUM_WORKERS", "2") == reference_losses
 
 
+def test_cached_batched_data_path_gives_identical_losses(synthetic_root, tmp_path, reference_losses):
+    """DATALOADER.CACHE + INPUT.BATCH_AUGMENT (trainer-side batch transform) train bit for bit like the
+    per-sample path, with loader workers too."""
+    assert step_losses(synthetic_root, str(tmp_path / "run"), "DATALOADER.CACHE", "True", "INPUT.BATCH_AUGMENT", "True",
+                       "DATALOADER.NUM_WORKERS", "2") == reference_losses
+
+
 def test_another_seed_gives_other_losses(synthetic_root, tmp_path, reference_losses):
     other = step_losses(synthetic_root, str(tmp_path), "SOLVER.SEED", "7")
     assert len(other) == len(reference_losses) and other != reference_losses
