@@ -27,9 +27,11 @@ def loader_batches(cfg, epochs=(1, 2)):
     {"INPUT__MASK_PREPROCESS": "eight", "MODEL__NUM_PARTS": 8, "INPUT__FLIP_SWAP_LR": True, "INPUT__RE_PROB": 1.0},
     {"INPUT__PADDING": 0, "INPUT__PIXEL_MEAN": [0.485, 0.456, 0.406], "INPUT__PIXEL_STD": [0.229, 0.224, 0.225]},
     {"MODEL__ARCH": "vit", "DATALOADER__CACHE": False},
-], ids=["five", "eight-swap-erase-always", "no-padding-imagenet-norm", "vit-no-masks-no-cache"])
+    {"INPUT__BATCH_AUGMENT": False},
+], ids=["five", "eight-swap-erase-always", "no-padding-imagenet-norm", "vit-no-masks-no-cache", "cache-only"])
 def test_batched_path_gives_the_per_sample_batches_bitwise(synthetic_root, tmp_path, overrides):
-    """Same seed -> the same augmented images and soft masks, bit for bit (erasing noise included)."""
+    """Same seed -> the same augmented images and soft masks, bit for bit (erasing noise included), for
+    the cache + batched path and for each of the two alone."""
     base = make_cfg(synthetic_root, **overrides)
     new = make_cfg(synthetic_root, **{"DATALOADER__CACHE": True, "DATALOADER__CACHE_DIR": str(tmp_path),
                                       "INPUT__BATCH_AUGMENT": True, **overrides})
