@@ -147,6 +147,7 @@ class BatchTrainTransform:
         self.padding = padding
         self.bg_threshold, self.softmax_weight = bg_threshold, softmax_weight
         self.permutation = flip_permutation(grouping) if grouping is not None and swap_lr else None
+        self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     @classmethod
     def from_cfg(cls, cfg, with_masks: bool) -> "BatchTrainTransform":
@@ -177,8 +178,7 @@ class BatchTrainTransform:
         pixels = _take_rows(F.pad(imgs, (0, 1, 0, 1)).gather(3, torch.where(col_in, col, w)[:, None, None, :]
                                                             .expand(b, 3, h + 1, w)), torch.where(row_in, row, h))
         # v2.ToDtype(scale=True) + v2.Normalize, operation for operation.
-        mean = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=dev).view(1, 3, 1, 1)
+        mean, std = self._mean_std(dev)
         out = pixels.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
         erasing = _Erasing(aug["erase"], self.size, self.vectorised_erasing)
         erasing.fill(out, aug["noise"])
@@ -187,6 +187,13 @@ class BatchTrainTransform:
         if "parts" in aug:
             masks = self._soft_masks(aug, row, col, row_in, col_in, erasing)
         return out, pids, camids, viewids, masks
+
+    def _mean_std(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(1, 3, 1, 1) float32 mean and std on ``device``, copied there once (not every step)."""
+        if device not in self._constants:
+            self._constants[device] = tuple(torch.tensor(v, device=device).view(1, 3, 1, 1)
+                                            for v in (self.mean, self.std))
+        return self._constants[device]
 
     def _soft_masks(self, aug: dict[str, Tensor], row: Tensor, col: Tensor, row_in: Tensor, col_in: Tensor,
                     erasing: "_Erasing") -> Tensor:

@@ -33,7 +33,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 
 from utils import comm
-from utils.errors import DataError
+from utils.errors import ConfigError, DataError
 from utils.logger import get_logger
 
 from .bases import ImageRecord
@@ -175,7 +175,8 @@ def cache_folder(root: str, name: str, records: Sequence[ImageRecord], size: Seq
     return os.path.join(root, f"{name}_{digest}"), key
 
 
-def _decode_chunk(args: tuple[Sequence[ImageRecord], Sequence[int], str | None]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+def _decode_chunk(args: tuple[Sequence[ImageRecord], Sequence[int], str | None]) -> list[tuple]:
+    """Build-pool task: ``[(image, parts or None)]`` numpy arrays of a chunk of records."""
     records, size, grouping = args
     torch.set_num_threads(1)
     source = DecodedSource(records, size, grouping)
@@ -258,12 +259,18 @@ def open_cache(cfg, name: str, records: Sequence[ImageRecord], grouping: str | N
 
     Raises:
         DataError: a source file is missing, or the cache is unreadable (names the file).
+        ConfigError: the cache cannot be written (``DATALOADER.CACHE_DIR``).
     """
     folder, key = cache_folder(cache_dir(cfg), name, records, cfg.INPUT.SIZE_TRAIN, grouping)
     ready = os.path.isfile(os.path.join(folder, "meta.json"))
     if not ready and _builds_here():
         workers = max(1, min(cfg.DATALOADER.NUM_WORKERS, os.cpu_count() or 1))
-        build_cache(folder, records, cfg.INPUT.SIZE_TRAIN, grouping, key, workers)
+        try:
+            build_cache(folder, records, cfg.INPUT.SIZE_TRAIN, grouping, key, workers)
+        except OSError as e:  # read errors of the sources are DataErrors already: this is the cache side
+            raise ConfigError(f"cannot write the training-data cache {folder} ({e.strerror or e}); set "
+                              f"DATALOADER.CACHE_DIR to a writable folder with room for it, or DATALOADER.CACHE "
+                              f"False") from e
     comm.synchronize()
     if not os.path.isfile(os.path.join(folder, "meta.json")):
         raise DataError(f"the training-data cache {folder} was not built (this process has LOCAL_RANK "

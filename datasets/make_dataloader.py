@@ -22,7 +22,8 @@ from .preflight import needs_masks, preflight
 from .sampler import RandomIdentitySampler, RandomIdentitySamplerDDP, SeededSampler
 from .transforms import TrainTransform, build_eval_transform, read_image
 
-__all__ = ["TrainSet", "PreparedTrainSet", "EvalSet", "train_collate", "make_batch_transform", "eval_collate", "make_train_loader", "make_val_loader",
+__all__ = ["TrainSet", "PreparedTrainSet", "EvalSet", "train_collate", "make_batch_transform", "eval_collate",
+           "make_train_loader", "make_val_loader",
            "make_dataloader", "make_test_loader"]
 
 TrainBatch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]

@@ -13,7 +13,7 @@ from datasets import build_dataset
 from datasets.cache import CachedSource, DecodedSource, build_cache, cache_folder, open_cache
 from datasets.masks import find_mask
 from tests.test_datasets import data_copy, make_cfg  # noqa: F401 (data_copy: fixture)
-from utils.errors import DataError, user_message
+from utils.errors import ConfigError, DataError, user_message
 
 
 def cfg_for(root: str, cache_dir: str, **overrides):
@@ -129,3 +129,10 @@ def test_cache_dir_default_is_beside_the_runs(synthetic_root, tmp_path, monkeypa
     assert cache_mod.cache_dir(cfg) == str(tmp_path / "logs" / "data_cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_mod.cache_dir(make_cfg(synthetic_root)) == str(tmp_path / "xdg" / "tsd")
+
+
+def test_unwritable_cache_dir_is_a_config_error(synthetic_root, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="DATALOADER.CACHE_DIR"):
+        open_for(cfg_for(synthetic_root, str(blocker / "cache")))

@@ -160,7 +160,8 @@ def main() -> None:
         results = measure(cfgs, args.samples, args.rounds)
 
     print(f"\ntraining samples (JPEG + mask -> augmented {cfg.INPUT.SIZE_TRAIN[0]}x{cfg.INPUT.SIZE_TRAIN[1]} image + "
-          f"{cfg.MODEL.NUM_PARTS + 1}-channel soft mask), one core, batch {args.batch}; batched transform run on the CPU")
+          f"{cfg.MODEL.NUM_PARTS + 1}-channel soft mask), one core, batch {args.batch}; "
+          f"batched transform run on the CPU")
     print(f"{'pipeline':<15} {'loader us':>10} {'batch-tf us':>12} {'samples/s/core':>15} {'vs per-sample':>14}")
     base = results.get("per-sample")
     for name, (loading, augmenting) in results.items():
