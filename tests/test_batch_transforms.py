@@ -25,10 +25,11 @@ def loader_batches(cfg, epochs=(1, 2)):
 @pytest.mark.parametrize("overrides", [
     {},
     {"INPUT__MASK_PREPROCESS": "eight", "MODEL__NUM_PARTS": 8, "INPUT__FLIP_SWAP_LR": True, "INPUT__RE_PROB": 1.0},
-    {"INPUT__PADDING": 0, "INPUT__PIXEL_MEAN": [0.485, 0.456, 0.406], "INPUT__PIXEL_STD": [0.229, 0.224, 0.225]},
+    {"INPUT__PADDING": 0, "INPUT__PIXEL_MEAN": [0.485, 0.456, 0.406], "INPUT__PIXEL_STD": [0.229, 0.224, 0.225],
+     "INPUT__MASK_SOFTMAX_WEIGHT": 0.0, "INPUT__MASK_BG_THRESHOLD": 0.5},
     {"MODEL__ARCH": "vit", "DATALOADER__CACHE": False},
     {"INPUT__BATCH_AUGMENT": False},
-], ids=["five", "eight-swap-erase-always", "no-padding-imagenet-norm", "vit-no-masks-no-cache", "cache-only"])
+], ids=["five", "eight-swap-erase-always", "no-padding-imagenet-norm-no-softmax", "vit-no-masks-no-cache", "cache-only"])
 def test_batched_path_gives_the_per_sample_batches_bitwise(synthetic_root, tmp_path, overrides):
     """Same seed -> the same augmented images and soft masks, bit for bit (erasing noise included), for
     the cache + batched path and for each of the two alone."""
