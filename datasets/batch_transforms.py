@@ -175,8 +175,9 @@ class BatchTrainTransform:
 
         # Flip + pad-crop is separable: a column gather, then whole rows (row copies). Padding pixels
         # come from an appended zero row / column (index h / w).
-        pixels = _take_rows(F.pad(imgs, (0, 1, 0, 1)).gather(3, torch.where(col_in, col, w)[:, None, None, :]
-                                                            .expand(b, 3, h + 1, w)), torch.where(row_in, row, h))
+        padded = F.pad(imgs, (0, 1, 0, 1))  # (B, 3, H+1, W+1)
+        columns = torch.where(col_in, col, w)[:, None, None, :].expand(b, 3, h + 1, w)
+        pixels = _take_rows(padded.gather(3, columns), torch.where(row_in, row, h))
         # v2.ToDtype(scale=True) + v2.Normalize, operation for operation.
         mean, std = self._mean_std(dev)
         out = pixels.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
