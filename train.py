@@ -22,7 +22,7 @@ def build_trainer(cfg, resume: str | None = None):
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    from datasets import make_dataloader
+    from datasets import make_batch_transform, make_dataloader
     from loss import accuracy, make_loss
     from model import make_model
     from processor.checkpointer import Checkpointer
@@ -48,7 +48,7 @@ def build_trainer(cfg, resume: str | None = None):
                                         find_unused_parameters=True)
     trainer = Trainer(model, loss_fn, optimizer, scheduler, train_loader, device, cfg.SOLVER.MAX_EPOCHS,
                       amp_dtype=amp_dtype, use_scaler=use_scaler, max_nonfinite=cfg.SOLVER.MAX_NONFINITE,
-                      accuracy_fn=accuracy)
+                      accuracy_fn=accuracy, batch_transform=make_batch_transform(cfg))
     checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer, scheduler, trainer.scaler)
     if resume:
         trainer.start_epoch = checkpointer.resume(resume) + 1

@@ -58,7 +58,7 @@ class Trainer:
     def __init__(self, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler,
                  train_loader: Iterable, device: str, max_epochs: int, amp_dtype: torch.dtype | None = None,
                  use_scaler: bool = False, max_nonfinite: int = 5, start_epoch: int = 1,
-                 accuracy_fn: Callable | None = None):
+                 accuracy_fn: Callable | None = None, batch_transform: Callable | None = None):
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
@@ -71,6 +71,7 @@ class Trainer:
         self.max_nonfinite = max_nonfinite
         self.start_epoch = start_epoch
         self.accuracy_fn = accuracy_fn
+        self.batch_transform = batch_transform
         self.hooks: list[HookBase] = []
         # State visible to hooks.
         self.epoch = start_epoch
@@ -123,14 +124,28 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device, dtype=self.amp_dtype)
 
+    def prepare_batch(self, batch):
+        """A loader batch on the device: every tensor moved (non-blocking; the loader pins memory on
+        CUDA), then ``batch_transform`` (``INPUT.BATCH_AUGMENT``) if given.
+
+        Returns:
+            ``(imgs, pids, camids, viewids, masks or None)`` on ``self.device``.
+        """
+        def to_device(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(self.device, non_blocking=True)
+            if isinstance(x, dict):
+                return {k: to_device(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return type(x)(to_device(v) for v in x)
+            return x
+
+        batch = to_device(batch)
+        return self.batch_transform(batch) if self.batch_transform is not None else batch
+
     def run_step(self, batch) -> None:
         """One optimisation step on ``batch`` (forward + losses under autocast, scaled backward)."""
-        imgs, pids, camids, viewids, masks = batch
-        dev = self.device
-        imgs, pids = imgs.to(dev, non_blocking=True), pids.to(dev, non_blocking=True)
-        camids, viewids = camids.to(dev, non_blocking=True), viewids.to(dev, non_blocking=True)
-        if masks is not None:
-            masks = masks.to(dev, non_blocking=True)
+        imgs, pids, camids, viewids, masks = self.prepare_batch(batch)
         self.optimizer.zero_grad(set_to_none=True)
         # The forward pass updates BatchNorm running statistics before the loss is known to be finite:
         # keep a copy (a few KB) so that a skipped step leaves no trace.
