@@ -4,6 +4,8 @@
     python test.py --config_file configs/Occ_Duke_new/vit_base.yml TEST.WEIGHT ...   # ALL / NPO / NTP
 
 Checkpoints of the reference implementation load as they are; no ImageNet weight file is needed.
+A weight file written by train.py has the run's config.yaml beside it: keys of the model that differ
+from the given config are named before any data is read.
 Prints a table and writes OUTPUT_DIR/results.json.
 """
 from __future__ import annotations
@@ -14,7 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from utils.cli import check_test_weight, config_argparser, load_eval_cfg, run_main  # noqa: E402
+from utils.cli import (check_device, check_output_dir, check_test_weight, config_argparser,  # noqa: E402
+                       load_eval_cfg, run_main)
 
 
 def main() -> int:
@@ -23,14 +26,18 @@ def main() -> int:
 
     from datasets import make_test_loader
     from model import make_model
+    from processor.checkpointer import check_weight_config
     from processor.inference import evaluate, format_results, results_to_json
     from utils.logger import setup_logger
     from utils.misc import apply_device_id, resolve_device
 
+    apply_device_id(cfg.MODEL.DEVICE_ID)  # before the first CUDA query
+    check_device(cfg.MODEL.DEVICE)
     output_dir = cfg.OUTPUT_DIR or "logs/test"
+    check_output_dir(output_dir)
     logger = setup_logger(output_dir, "test_log.txt")
     check_test_weight(cfg)
-    apply_device_id(cfg.MODEL.DEVICE_ID)
+    check_weight_config(cfg.TEST.WEIGHT, cfg)
     device = resolve_device(cfg.MODEL.DEVICE)
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)
     model = make_model(cfg, num_classes, camera_num, view_num)

@@ -2,6 +2,7 @@
 
     python train.py --config_file configs/OCC_Duke/vit_base.yml [KEY VALUE ...]
     python train.py --config_file ... [KEY VALUE ...] --resume   # continue from OUTPUT_DIR/last.pth
+    python train.py --config_file ... [KEY VALUE ...] --resume --allow-config-change   # e.g. another SOLVER.BASE_LR
     torchrun --nproc_per_node 2 train.py --config_file ...
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from config import load_cfg  # noqa: E402
-from utils.cli import config_argparser, run_main  # noqa: E402
+from utils.cli import ALLOW_CONFIG_CHANGE_FLAG, check_device, check_output_dir, config_argparser, run_main  # noqa: E402
 
 
 def build_trainer(cfg, resume: str | None = None):
@@ -21,7 +22,7 @@ def build_trainer(cfg, resume: str | None = None):
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    from datasets import make_dataloader
+    from datasets import make_batch_transform, make_dataloader
     from loss import accuracy, make_loss
     from model import make_model
     from processor.checkpointer import Checkpointer
@@ -49,7 +50,7 @@ def build_trainer(cfg, resume: str | None = None):
                                         find_unused_parameters=True)
     trainer = Trainer(model, loss_fn, optimizer, scheduler, train_loader, device, cfg.SOLVER.MAX_EPOCHS,
                       amp_dtype=amp_dtype, use_scaler=use_scaler, max_nonfinite=cfg.SOLVER.MAX_NONFINITE,
-                      accuracy_fn=accuracy)
+                      accuracy_fn=accuracy, batch_transform=make_batch_transform(cfg))
     checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer, scheduler, trainer.scaler)
     if resume:
         trainer.start_epoch = checkpointer.resume(resume) + 1
@@ -63,7 +64,8 @@ def build_trainer(cfg, resume: str | None = None):
         # Every rank evaluates its shard of the val set; rank 0 gets the results (None elsewhere).
         EvalHook(cfg.SOLVER.EVAL_PERIOD, lambda: evaluate(cfg, model, val_loader, num_query, device), format_results,
                  cfg.OUTPUT_DIR, results_to_json),
-        CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.MODEL.NAME) if main else None,
+        # On every rank: saving gathers each rank's RNG state (rank 0 writes the files).
+        CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.MODEL.NAME, extra={"config": cfg.dump()}),
         TensorboardHook(os.path.join(cfg.OUTPUT_DIR, "tb"), cfg.SOLVER.LOG_PERIOD)
         if main and cfg.SOLVER.TENSORBOARD else None,
     ])
@@ -74,50 +76,64 @@ def build_trainer(cfg, resume: str | None = None):
 _CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*")
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[str, list[str], str | None]:
-    """``(config file, KEY VALUE overrides, --resume value: None, 'auto' or a path)``.
+def parse_args(argv: list[str] | None = None) -> tuple[str, list[str], str | None, bool]:
+    """``(config file, KEY VALUE overrides, --resume value: None, 'auto' or a path, --allow-config-change)``.
 
-    ``--resume`` is accepted before or after the overrides: argparse would read ``--resume KEY VALUE``
-    as PATH = KEY, and leaves a trailing ``--resume`` among the overrides (they take the rest of the line).
+    ``--resume`` and ``--allow-config-change`` are accepted before or after the overrides: argparse
+    would read ``--resume KEY VALUE`` as PATH = KEY, and leaves trailing flags among the overrides
+    (they take the rest of the line).
     """
     parser = config_argparser("Train TSD")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="PATH",
                         help="continue from PATH (default: OUTPUT_DIR/last.pth)")
+    parser.add_argument(ALLOW_CONFIG_CHANGE_FLAG, action="store_true",
+                        help="with --resume: continue although config keys (learning rate, epochs ...) differ "
+                             "from the run's; model keys must always match")
     args = parser.parse_args(argv)
-    opts, resume = list(args.opts), args.resume
+    opts, resume, allow = list(args.opts), args.resume, args.allow_config_change
+    if ALLOW_CONFIG_CHANGE_FLAG in opts:
+        opts.remove(ALLOW_CONFIG_CHANGE_FLAG)
+        allow = True
     if opts[-1:] == ["--resume"]:
         opts, resume = opts[:-1], "auto"
     elif resume not in (None, "auto") and not os.path.exists(resume) and _CONFIG_KEY.fullmatch(resume):
         opts, resume = [resume, *opts], "auto"
-    return args.config_file, opts, resume
+    return args.config_file, opts, resume, allow
 
 
 def main() -> int:
-    config_file, opts, resume = parse_args()
+    config_file, opts, resume, allow_config_change = parse_args()
     cfg = load_cfg(config_file, opts)
 
+    from processor.checkpointer import CONFIG_FILE, check_resume_config
     from utils import comm
     from utils.logger import setup_logger
     from utils.misc import apply_device_id, resolve_device, set_seed
 
+    # Places and devices before any work (one error line, no log file yet). CUDA_VISIBLE_DEVICES
+    # must be set before the first CUDA query.
     apply_device_id(cfg.MODEL.DEVICE_ID)
-    rank, _ = comm.init_distributed(resolve_device(cfg.MODEL.DEVICE))
+    check_device(cfg.MODEL.DEVICE)
     output_dir = cfg.OUTPUT_DIR or "logs/default"
+    check_output_dir(output_dir)
+    rank, _ = comm.init_distributed(resolve_device(cfg.MODEL.DEVICE))
     if not cfg.OUTPUT_DIR:
         cfg.defrost(); cfg.OUTPUT_DIR = output_dir; cfg.freeze()
     logger = setup_logger(output_dir, "train_log.txt", rank)
     logger.info(f"config file {config_file}, overrides {opts}")
     if comm.is_dist():
         logger.info(f"torch.distributed: {comm.backend()} backend, rank {rank} of {comm.get_world_size()}")
+    if resume == "auto":
+        resume = os.path.join(output_dir, "last.pth")
+    if resume:  # before any data is read, and before config.yaml is replaced
+        check_resume_config(resume, cfg, allow_config_change)
     if rank == 0:
-        with open(os.path.join(output_dir, "config.yaml"), "w") as f:
+        with open(os.path.join(output_dir, CONFIG_FILE), "w") as f:
             f.write(cfg.dump())
     # Per-rank streams for the model's own randomness (teacher noise, drop path). The initial weights
     # still agree: DDP broadcasts rank 0's parameters and buffers when it wraps the model. Sampling and
     # augmentation are seeded by SOLVER.SEED alone (rank-aware, see datasets.make_train_loader).
     set_seed(cfg.SOLVER.SEED + rank)
-    if resume == "auto":
-        resume = os.path.join(output_dir, "last.pth")
     trainer = build_trainer(cfg, resume)
     trainer.train()
     comm.cleanup()

@@ -64,18 +64,38 @@ def _check_keys(data: dict, node: CN, where: str, prefix: str = "") -> None:
             _check_keys(v, node[k], where, full + ".")
 
 
+def _yaml_error(path: str, e: yaml.YAMLError) -> ConfigError:
+    """A YAML parse error as one line ``FILE:LINE:COL: problem``."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if isinstance(e, yaml.constructor.ConstructorError):  # e.g. !!python/object/apply: never built
+        fix = "config files are plain YAML; tags that build Python objects are not allowed, remove it"
+    else:
+        fix = "fix the syntax there (indentation, a missing ':' or an unclosed bracket or quote)"
+    return ConfigError(f"config file {where}: not valid YAML ({problem}); {fix}")
+
+
 def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
-    """Read a YAML config, merging its ``_BASE_`` chain (paths relative to the file)."""
+    """Read a YAML config, merging its ``_BASE_`` chain (paths relative to the file).
+
+    ``seen`` is the chain of files that inherit from ``path`` (for the cycle and missing-base errors).
+    """
     path = os.path.abspath(path)
     if path in seen:
-        raise ConfigError(f"config file {path} inherits from itself through _BASE_")
+        chain = " -> ".join(seen[seen.index(path):] + (path,))
+        raise ConfigError(f"config file {path} inherits from itself through _BASE_ ({chain}); "
+                          f"remove the _BASE_ line that closes the cycle")
     if not os.path.isfile(path):
+        if seen:
+            raise ConfigError(f"config file {seen[-1]}: its _BASE_ {path} not found (_BASE_ paths are relative "
+                              f"to the file's folder); fix the _BASE_ line")
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}".splitlines()[0]) from e
+        raise _yaml_error(path, e) from e
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     base = data.pop(BASE_KEY, None)
@@ -84,6 +104,8 @@ def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
     bases = [base] if isinstance(base, str) else list(base)
     merged: dict = {}
     for b in bases:
+        if not isinstance(b, str):
+            raise ConfigError(f"config file {path}: _BASE_ must be a path or a list of paths, got {b!r}")
         _deep_update(merged, _read_yaml(os.path.join(os.path.dirname(path), b), seen + (path,)))
     _deep_update(merged, data)
     return merged
@@ -152,9 +174,7 @@ def cfg_from_args(config_file: str | None, opts: Iterable[str] | None = None) ->
 
 
 def _choice(cfg: CN, key: str, choices: Iterable[Any]) -> None:
-    node: Any = cfg
-    for part in key.split("."):
-        node = node[part]
+    node = _get(cfg, key)
     choices = list(choices)
     if node not in choices:
         raise ConfigError(f"{key} must be one of {choices}, got {node!r}")
@@ -189,3 +209,37 @@ def validate_cfg(cfg: CN) -> None:
         v = cfg[sec][k]
         if len(v) != 2 or any(int(x) <= 0 for x in v):
             raise ConfigError(f"{key} must be two positive integers [H, W], got {list(v)}")
+    for key, (lo, hi, why) in VALUE_RANGES.items():
+        v = _get(cfg, key)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ConfigError(f"{key} must be {bounds}, got {v} ({why})")
+
+
+def _get(cfg: CN, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+# key -> (min, max or None, what the key means): values of the right type that make no sense.
+VALUE_RANGES: dict[str, tuple[Any, Any, str]] = {
+    "DATALOADER.NUM_WORKERS": (0, None, "loader processes; 0 loads in the training process"),
+    "DATALOADER.NUM_INSTANCE": (1, None, "images per identity in a batch"),
+    "SOLVER.IMS_PER_BATCH": (1, None, "images per step"),
+    "TEST.IMS_PER_BATCH": (1, None, "images per evaluation batch"),
+    "SOLVER.MAX_EPOCHS": (1, None, "epochs to train"),
+    "SOLVER.BASE_LR": (1e-12, None, "the learning rate must be positive"),
+    "SOLVER.WARMUP_EPOCHS": (0, None, "epochs of linear warmup"),
+    "SOLVER.CHECKPOINT_PERIOD": (0, None, "epochs between weight files; 0: only the last"),
+    "SOLVER.EVAL_PERIOD": (0, None, "epochs between evaluations; 0: never"),
+    "SOLVER.LOG_PERIOD": (1, None, "iterations between log lines"),
+    "SOLVER.MAX_NONFINITE": (1, None, "consecutive skipped steps before aborting"),
+    "INPUT.PROB": (0.0, 1.0, "flip probability"),
+    "INPUT.RE_PROB": (0.0, 1.0, "random-erasing probability"),
+    "INPUT.PADDING": (0, None, "pixels of padding before the random crop"),
+    "MODEL.DROP_PATH": (0.0, 1.0, "a probability"),
+    "MODEL.DROP_OUT": (0.0, 1.0, "a probability"),
+    "MODEL.ATT_DROP_RATE": (0.0, 1.0, "a probability"),
+}

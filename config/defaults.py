@@ -14,7 +14,8 @@ _C = CN()
 # MODEL
 # -----------------------------------------------------------------------------------------------
 _C.MODEL = CN()
-# 'cuda' or 'cpu'. 'cuda' falls back to CPU (with a warning) when no GPU is visible.
+# 'cuda' or 'cpu'. train.py / test.py refuse 'cuda' when no GPU is visible (a GPU run silently on the
+# CPU would take days); the tools fall back to the CPU with a warning.
 _C.MODEL.DEVICE = "cuda"
 # Exported as CUDA_VISIBLE_DEVICES before CUDA is initialised (single-process runs only).
 _C.MODEL.DEVICE_ID = "0"
@@ -82,6 +83,11 @@ _C.INPUT.MASK_SOFTMAX_WEIGHT = 15.0
 # (new) The reference flips masks without swapping left/right channels (bug 9.10, label noise for
 # 'eight'). True swaps the left/right part groups on flip.
 _C.INPUT.FLIP_SWAP_LR = False
+# (new) Augment whole batches on the training device after the transfer (flip, pad-crop, normalise,
+# erasing, mask background + softmax; datasets/batch_transforms.py) instead of per sample in the loader
+# workers, which then only decode (or read the cache) and draw each sample's parameters from its seed.
+# Same batches as the per-sample path (bitwise on the CPU), a fraction of the loader's CPU time.
+_C.INPUT.BATCH_AUGMENT = False
 
 # -----------------------------------------------------------------------------------------------
 # DATASETS
@@ -99,6 +105,14 @@ _C.DATALOADER.NUM_WORKERS = 8
 # 'softmax': plain shuffling; 'softmax_triplet' / 'img_triplet': P x K identity sampler.
 _C.DATALOADER.SAMPLER = "softmax"
 _C.DATALOADER.NUM_INSTANCE = 16
+# (new) Decode the training split once into an on-disk cache (images resized to INPUT.SIZE_TRAIN as
+# uint8, masks grouped per INPUT.MASK_PREPROCESS at their own resolution), memory-mapped by the workers;
+# built on first use (local rank 0 of each node, NUM_WORKERS processes), rebuilt when a source file
+# (path, size, mtime) or one of those keys changes (datasets/cache.py). Values equal the decoded ones.
+_C.DATALOADER.CACHE = False
+# (new) Where caches live (one folder per data set and fingerprint; delete freely). '': next to the
+# runs, <parent of OUTPUT_DIR>/data_cache, or ~/.cache/tsd without an OUTPUT_DIR.
+_C.DATALOADER.CACHE_DIR = ""
 
 # -----------------------------------------------------------------------------------------------
 # SOLVER

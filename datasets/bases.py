@@ -120,7 +120,10 @@ def parse_pid_cam(path: str, num_cams: int) -> tuple[int, int]:
     """
     m = _PID_CAM.search(os.path.basename(path))
     if m is None:
-        raise DataError(f"image file name {path} does not match '<pid>_c<camera>_...' (e.g. 0001_c2_f0046182.jpg)")
+        # An error, not a skip: the identity comes from the name, and a silently dropped file changes the
+        # split that results are compared on; the standard splits hold no such file.
+        raise DataError(f"image file name {path} does not match '<pid>_c<camera>_...' (e.g. 0001_c2_f0046182.jpg); "
+                        f"rename it or move it out of {os.path.dirname(path)}")
     pid, cam = int(m.group(1)), int(m.group(2))
     if not 1 <= cam <= num_cams:
         raise DataError(f"image {path} has camera c{cam}, expected c1..c{num_cams}")

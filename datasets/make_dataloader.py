@@ -1,7 +1,8 @@
 """torch Datasets, collate functions and the train / evaluation DataLoaders."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import contextlib
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import torch
@@ -13,13 +14,16 @@ from utils.errors import ConfigError, DataError
 from utils.misc import seed_worker
 
 from .bases import ImageRecord, ReIDDataset
+from .batch_transforms import AugmentParams, BatchTrainTransform, batch_collate
+from .cache import DecodedSource, open_cache
 from .factory import build_dataset
 from .masks import find_mask, load_mask, mask_candidates
 from .preflight import needs_masks, preflight
 from .sampler import RandomIdentitySampler, RandomIdentitySamplerDDP, SeededSampler
 from .transforms import TrainTransform, build_eval_transform, read_image
 
-__all__ = ["TrainSet", "EvalSet", "train_collate", "eval_collate", "make_train_loader", "make_val_loader",
+__all__ = ["TrainSet", "PreparedTrainSet", "EvalSet", "train_collate", "make_batch_transform", "eval_collate",
+           "make_train_loader", "make_val_loader",
            "make_dataloader", "make_test_loader"]
 
 TrainBatch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]
@@ -54,12 +58,55 @@ class TrainSet(Dataset):
                 raise DataError(f"no part mask for {rec.path}; looked for {' and '.join(mask_candidates(rec.path))}")
             raw_mask = load_mask(path)
         image = read_image(rec.path)
-        # The v2 transforms draw from torch's global CPU RNG. Forking it keeps the caller's stream
-        # intact, which matters with NUM_WORKERS 0, where the caller is the training process (model
-        # noise). Seeding the CPU generator alone costs ~2 us; torch.manual_seed ~100 us.
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(sample_seed)
+        with _seeded(sample_seed):
             image, masks = self.transform(image, raw_mask)
+        return image, rec.pid, rec.camid, rec.viewid, masks
+
+
+@contextlib.contextmanager
+def _seeded(sample_seed: int) -> Iterator[None]:
+    """Run a sample's augmentation draws under its own seed.
+
+    The v2 transforms draw from torch's global CPU RNG. Forking it keeps the caller's stream intact,
+    which matters with NUM_WORKERS 0, where the caller is the training process (model noise).
+    Seeding the CPU generator alone costs ~2 us; torch.manual_seed ~100 us.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(sample_seed)
+        yield
+
+
+class PreparedTrainSet(Dataset):
+    """Training samples from decoded (``source``) images and grouped masks: the cached and the batched paths.
+
+    Indexed by ``(index, sample_seed)`` like :class:`TrainSet`, and the same augmentation draws. With
+    ``transform`` (``DATALOADER.CACHE`` alone) samples are :class:`TrainSet`'s, augmented per sample;
+    with ``params`` (``INPUT.BATCH_AUGMENT``) they are ``(uint8 image (3,H,W), pid, camid, viewid,
+    parts (P,h,w) or None, augmentation parameters)`` for :func:`batch_collate` and
+    :class:`BatchTrainTransform` after the transfer.
+
+    Args:
+        records: the training split; source: :class:`DecodedSource` or :class:`CachedSource` over it;
+        transform: a :class:`TrainTransform`, or params: an :class:`AugmentParams` (exactly one).
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], source, transform: TrainTransform | None = None,
+                 params: AugmentParams | None = None):
+        if (transform is None) == (params is None):
+            raise ValueError("give exactly one of transform and params")
+        self.records, self.source, self.transform, self.params = records, source, transform, params
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, sample_seed = item
+        rec = self.records[index]
+        image, parts = self.source[index]
+        with _seeded(sample_seed):
+            if self.params is not None:
+                return image, rec.pid, rec.camid, rec.viewid, parts, self.params()
+            image, masks = self.transform.augment(image, parts)
         return image, rec.pid, rec.camid, rec.viewid, masks
 
 
@@ -115,7 +162,10 @@ def make_train_loader(cfg, dataset: ReIDDataset) -> DataLoader:
     (DistributedSampler or :class:`RandomIdentitySamplerDDP`). The order of epoch ``e`` and every
     augmentation are functions of ``(SOLVER.SEED, e)`` (:class:`SeededSampler`), independent of
     ``NUM_WORKERS`` and of resuming; call ``loader.sampler.set_epoch(e)`` before each epoch.
-    Batches: see :func:`train_collate`; masks are None for ``MODEL.ARCH vit``.
+    Batches: see :func:`train_collate`; masks are None for ``MODEL.ARCH vit``. With
+    ``INPUT.BATCH_AUGMENT`` they are :func:`batch_collate`'s, to be finished on the device by
+    :func:`make_batch_transform`'s transform (the trainer's ``prepare_batch``). With ``DATALOADER.CACHE``
+    the split is decoded once into the cache (:func:`datasets.cache.open_cache`).
     """
     world, rank = comm.get_world_size(), comm.get_rank()
     if cfg.SOLVER.IMS_PER_BATCH % world:
@@ -123,7 +173,7 @@ def make_train_loader(cfg, dataset: ReIDDataset) -> DataLoader:
                           f"of processes ({world})")
     batch_size = cfg.SOLVER.IMS_PER_BATCH // world
     with_masks = needs_masks(cfg)
-    train_set = TrainSet(dataset.train, TrainTransform.from_cfg(cfg, with_masks), with_masks)
+    train_set, collate = _train_set(cfg, dataset, with_masks)
     seed = cfg.SOLVER.SEED
     if cfg.DATALOADER.SAMPLER == "softmax":
         # Also for one process: its permutation is a function of (seed, epoch), unlike RandomSampler's.
@@ -132,8 +182,30 @@ def make_train_loader(cfg, dataset: ReIDDataset) -> DataLoader:
         sampler = RandomIdentitySamplerDDP(dataset.train, batch_size, cfg.DATALOADER.NUM_INSTANCE, world, rank, seed)
     else:
         sampler = RandomIdentitySampler(dataset.train, batch_size, cfg.DATALOADER.NUM_INSTANCE, seed)
-    return DataLoader(train_set, batch_size, sampler=SeededSampler(sampler, seed, rank), collate_fn=train_collate,
+    return DataLoader(train_set, batch_size, sampler=SeededSampler(sampler, seed, rank), collate_fn=collate,
                       drop_last=cfg.DATALOADER.SAMPLER == "softmax", **_loader_kwargs(cfg, persistent=True))
+
+
+def _train_set(cfg, dataset: ReIDDataset, with_masks: bool) -> tuple[Dataset, Callable]:
+    """The training set and its collate function for ``DATALOADER.CACHE`` / ``INPUT.BATCH_AUGMENT``."""
+    i = cfg.INPUT
+    if not cfg.DATALOADER.CACHE and not i.BATCH_AUGMENT:  # the reference's per-sample pipeline
+        return TrainSet(dataset.train, TrainTransform.from_cfg(cfg, with_masks), with_masks), train_collate
+    grouping = i.MASK_PREPROCESS if with_masks else None
+    if cfg.DATALOADER.CACHE:
+        source = open_cache(cfg, dataset.name, dataset.train, grouping)
+    else:
+        source = DecodedSource(dataset.train, i.SIZE_TRAIN, grouping)
+    if i.BATCH_AUGMENT:
+        params = AugmentParams(i.SIZE_TRAIN, i.PROB, i.PADDING, i.RE_PROB)
+        return PreparedTrainSet(dataset.train, source, params=params), batch_collate
+    return PreparedTrainSet(dataset.train, source, TrainTransform.from_cfg(cfg, with_masks)), train_collate
+
+
+def make_batch_transform(cfg) -> BatchTrainTransform | None:
+    """The transform the trainer applies to each training batch after the transfer to the device
+    (``INPUT.BATCH_AUGMENT``), or None when the loader already yields augmented batches."""
+    return BatchTrainTransform.from_cfg(cfg, needs_masks(cfg)) if cfg.INPUT.BATCH_AUGMENT else None
 
 
 def make_val_loader(cfg, dataset: ReIDDataset) -> DataLoader:

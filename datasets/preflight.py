@@ -1,19 +1,20 @@
-"""Checks run in the main process before any loader starts, so bad data fails fast with one line."""
+"""Checks run in the main process before any loader starts, so bad data fails fast with one line.
+
+Every training mask file's ``.npy`` header is checked (readable, float dtype, (36, h, w), file size),
+not a sample: a bad file among 15,618 would otherwise surface at the epoch that happens to read it.
+Reading headers only costs ~2 s warm (2 busy cores) for the full Occluded-Duke. The values (NaN, inf, range) are
+checked by :func:`datasets.masks.load_mask` whenever a mask is read.
+"""
 from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from utils.errors import ConfigError, DataError
 
 from .bases import ReIDDataset
-from .masks import MASK_SOURCE_HINT, MASK_SUBDIR, PART_GROUPINGS, find_mask, load_mask
+from .masks import MASK_SOURCE_HINT, MASK_SUBDIR, PART_GROUPINGS, find_mask, read_mask_header
 
 __all__ = ["needs_masks", "preflight"]
-
-# Mask files whose header (shape) is checked; the first one is also read completely.
-NUM_MASK_SAMPLES = 32
 
 
 def needs_masks(cfg) -> bool:
@@ -28,7 +29,8 @@ def preflight(cfg, dataset: ReIDDataset) -> None:
 
     Raises:
         ConfigError: ``MODEL.NUM_PARTS`` does not match ``INPUT.MASK_PREPROCESS``.
-        DataError: the training split is empty, masks are missing, unreadable or not (36, h, w).
+        DataError: the training split is empty, or a training mask is missing, unreadable, truncated,
+            pickled or not a (36, h, w) float array (the first bad file is named).
     """
     if not dataset.train:
         raise DataError(f"{dataset.name} has no training split (evaluation only); train on another data set "
@@ -51,6 +53,5 @@ def preflight(cfg, dataset: ReIDDataset) -> None:
             f"{len(missing)} of {len(masks)} training images have no part mask (first: {', '.join(missing[:3])}); "
             f"expected {where}/<stem>.npy or <stem>.jpg.confidence_fields.npy; {MASK_SOURCE_HINT}"
         )
-    load_mask(masks[0])
-    for i in np.linspace(0, len(masks) - 1, min(NUM_MASK_SAMPLES, len(masks))).astype(int):
-        load_mask(masks[i], mmap=True)
+    for path in masks:
+        read_mask_header(path)

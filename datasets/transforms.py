@@ -145,9 +145,22 @@ class TrainTransform:
             summing to 1 per pixel, or None without ``raw_mask``.
         """
         if raw_mask is None or self.grouping is None:
+            return self.augment(image, None)
+        return self.augment(image, group_parts(torch.as_tensor(raw_mask, dtype=torch.float32), self.grouping))
+
+    def augment(self, image: Tensor, parts: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Augment one sample whose mask is already grouped (the cached path, ``DATALOADER.CACHE``).
+
+        Args:
+            image: (3, h, w) uint8 RGB (already at ``size``: the resize is then the identity).
+            parts: (P, h', w') grouped part maps (float16 or float32, any resolution) or None.
+
+        Returns:
+            as :meth:`__call__`.
+        """
+        if parts is None or self.grouping is None:
             return self.pipeline(tv_tensors.Image(image)), None
-        parts = group_parts(torch.as_tensor(raw_mask, dtype=torch.float32), self.grouping)
-        img, mask = self.pipeline(tv_tensors.Image(image), tv_tensors.Mask(parts))
+        img, mask = self.pipeline(tv_tensors.Image(image), tv_tensors.Mask(parts.to(torch.float32)))
         return img, add_background(mask, self.bg_threshold, self.softmax_weight)
 
 

@@ -3,23 +3,43 @@
 * ``{MODEL.NAME}_{epoch}.pth`` — a flat ``state_dict`` exactly like the reference writes, so the
   reference (and ``test.py``) can load it.
 * ``last.pth`` — model + optimizer + scheduler + GradScaler + epoch + every RNG state (Python,
-  NumPy, torch CPU/CUDA) + the config, so ``--resume`` continues bit for bit.
+  NumPy, torch CPU/CUDA) of every rank + the config, so ``--resume`` continues bit for bit, also
+  under DDP (each rank restores its own streams).
+* ``config.yaml`` (written by ``train.py``) — the run's config beside the weight files, so
+  ``test.py`` can name the keys in which a weight file's run differs from the config it is given.
 
-Both are written to a temporary file in the same folder and renamed, so a crash while saving leaves
-the previous checkpoint intact.
+Both are written to a temporary file ``<name>.tmp.<pid>`` in the same folder and renamed, so a crash
+while saving leaves the previous checkpoint intact; temporary files left by a killed process are
+removed at the next start and before every save. A failed write (full disk) raises a
+:class:`CheckpointError` that says the previous file is intact.
 """
 from __future__ import annotations
 
+import glob
 import os
 import random
+import re
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from utils import comm
+from utils.cli import ALLOW_CONFIG_CHANGE_FLAG
 from utils.errors import CheckpointError
 from utils.logger import get_logger
+
+# Keys that change the model's tensors or what its weights mean: a checkpoint only fits a config
+# with the same values (INPUT.SIZE_TEST: the positional embedding's grid at evaluation).
+MODEL_KEYS = ("MODEL.ARCH", "MODEL.TRANSFORMER_TYPE", "MODEL.NUM_PARTS", "INPUT.MASK_PREPROCESS",
+              "MODEL.STRIDE_SIZE", "MODEL.SIE_CAMERA", "MODEL.SIE_VIEW", "MODEL.SIE_COE", "MODEL.DECODER_HEADS",
+              "MODEL.DECODER_FFN_RATIO", "MODEL.WITH_FORE_HEAD", "INPUT.SIZE_TEST")
+# Keys a resumed run may change freely: places, logging and evaluation, not the training numbers.
+RESUME_FREE_KEYS = ("OUTPUT_DIR", "DATASETS.ROOT_DIR", "DATALOADER.NUM_WORKERS", "MODEL.DEVICE", "MODEL.DEVICE_ID",
+                    "MODEL.PRETRAIN_CHOICE", "MODEL.PRETRAIN_PATH", "SOLVER.LOG_PERIOD", "SOLVER.EVAL_PERIOD",
+                    "SOLVER.CHECKPOINT_PERIOD", "SOLVER.TENSORBOARD", "TEST.")
+_TMP_NAME = re.compile(r".*\.tmp\.(\d+)$")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -27,9 +47,43 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def remove_stale_tmp_files(folder: str) -> list[str]:
+    """Delete ``*.tmp.<pid>`` files in ``folder`` left by a process that no longer runs (``kill -9``
+    while saving); returns their paths. Files of a live process (another run saving) are kept."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), "*.tmp.*")):
+        m = _TMP_NAME.match(path)
+        if m is None or (int(m.group(1)) != os.getpid() and _pid_alive(int(m.group(1)))):
+            continue
+        try:
+            os.remove(path)
+            removed.append(path)
+        except FileNotFoundError:  # its owner renamed or removed it meanwhile
+            pass
+    if removed:
+        get_logger().info(f"removed {len(removed)} partial checkpoint file(s) of an interrupted save: "
+                          f"{', '.join(removed)}")
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path`` via a temporary file + ``os.replace`` (atomic on POSIX)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """``torch.save`` to ``path`` via a temporary file + ``os.replace`` (atomic on POSIX).
+
+    Raises:
+        CheckpointError: the file could not be written (full disk, permissions); ``path`` is untouched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -37,6 +91,11 @@ def atomic_save(obj: Any, path: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        previous = (f"the previous {os.path.basename(path)} is intact" if os.path.exists(path)
+                    else f"no earlier {os.path.basename(path)} existed")
+        raise CheckpointError(f"cannot write checkpoint {path} ({e.strerror or e}); {previous}; free space in "
+                              f"{folder} (or fix its permissions) and continue with --resume") from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -67,8 +126,119 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(saved: str, cfg, keys: tuple[str, ...] | None = None,
+                ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, current value)`` for every key whose value differs between the YAML dump
+    ``saved`` (``cfg.dump()`` of a run) and ``cfg``; only ``keys`` if given; keys starting with an
+    entry of ``ignore`` are skipped. Keys unknown to either side count as differing."""
+    import yaml
+
+    a, b = _flatten(yaml.safe_load(saved) or {}), _flatten(yaml.safe_load(cfg.dump()))
+    names = keys if keys is not None else sorted(set(a) | set(b))
+    return [(k, a.get(k), b.get(k)) for k in names
+            if not k.startswith(ignore) and a.get(k) != b.get(k)]
+
+
+def format_diff(diff: list[tuple[str, Any, Any]]) -> str:
+    """``KEY saved (now current), ...`` for an error message."""
+    return ", ".join(f"{k} {a!r} (now {b!r})" for k, a, b in diff)
+
+
+def read_state(path: str, mmap: bool = False) -> dict:
+    """Load a training state written by :meth:`Checkpointer.save_state` (``weights_only``: no code runs).
+
+    With ``mmap`` the tensors stay on disk: a cheap look at the epoch and the config.
+
+    Raises:
+        CheckpointError: missing, unreadable, or a weights-only file.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"cannot resume: {path} does not exist (it is written at the end of every epoch)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # truncated / not a torch file / pickled code
+        raise CheckpointError(
+            f"cannot resume from {path}: the file is unreadable ({type(e).__name__}); start again, or fine-tune "
+            f"the weights of an OUTPUT_DIR/<MODEL.NAME>_<epoch>.pth with MODEL.PRETRAIN_CHOICE self "
+            f"MODEL.PRETRAIN_PATH <that file> (the optimizer state is lost)") from e
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise CheckpointError(f"{path} is a weights-only checkpoint, not a training state; "
+                              f"resume from OUTPUT_DIR/last.pth or use MODEL.PRETRAIN_CHOICE self")
+    return state
+
+
+def check_resume_config(path: str, cfg, allow_change: bool = False) -> None:
+    """Refuse to resume from ``path`` under a config that differs from the one it was trained with.
+
+    Keys of :data:`RESUME_FREE_KEYS` may change. Model keys (:data:`MODEL_KEYS`) never may (the
+    weights would not fit); other keys (learning rate, epochs, losses ...) only with ``allow_change``
+    (``--allow-config-change``), which logs them. Reads the file memory-mapped: run it before the data.
+
+    Raises:
+        CheckpointError: naming every differing key with its saved and current value.
+    """
+    state = read_state(path, mmap=True)
+    saved = state.get("config")
+    if not isinstance(saved, str):
+        get_logger().warning(f"{path} does not record its config (written by an older version); "
+                             f"cannot check that the config is unchanged")
+        return
+    model_diff = config_diff(saved, cfg, MODEL_KEYS)
+    if model_diff:
+        raise CheckpointError(f"cannot resume from {path}: it was trained with another model: "
+                              f"{format_diff(model_diff)}; set these keys back, or start a new OUTPUT_DIR")
+    diff = config_diff(saved, cfg, ignore=RESUME_FREE_KEYS)
+    if diff and not allow_change:
+        raise CheckpointError(f"cannot resume from {path}: the config differs from the one it was trained with: "
+                              f"{format_diff(diff)}; set these keys back, or add {ALLOW_CONFIG_CHANGE_FLAG} to "
+                              f"continue with the new values")
+    if diff:
+        get_logger().warning(f"resuming with a changed config ({ALLOW_CONFIG_CHANGE_FLAG}): {format_diff(diff)}")
+
+
+def check_weight_config(weight: str, cfg) -> None:
+    """Compare the model keys of ``cfg`` with the run that wrote ``weight`` (its ``config.yaml``).
+
+    Does nothing for a weight file without a ``config.yaml`` beside it (e.g. the reference's).
+
+    Raises:
+        CheckpointError: naming the differing keys and the ``KEY VALUE`` pairs that fix them.
+    """
+    saved_path = os.path.join(os.path.dirname(os.path.abspath(weight)), CONFIG_FILE)
+    if not os.path.isfile(saved_path):
+        return
+    with open(saved_path) as f:
+        diff = config_diff(f.read(), cfg, MODEL_KEYS)
+    if diff:
+        fix = " ".join(f"{k} {_cli_value(a)}" for k, a, _ in diff)
+        raise CheckpointError(f"TEST.WEIGHT {weight} was trained with another config ({saved_path}): "
+                              f"{format_diff(diff)}; add {fix} to the command line")
+
+
+def _cli_value(v: Any) -> str:
+    return f"'{list(v)}'" if isinstance(v, (list, tuple)) else str(v)
+
+
+# The run's config in OUTPUT_DIR, beside its weight files.
+CONFIG_FILE = "config.yaml"
+
+
 class Checkpointer:
-    """Saves and restores the training state of one run (rank 0 writes, every rank reads)."""
+    """Saves and restores the training state of one run.
+
+    Every rank calls :meth:`save_state` (it gathers each rank's RNG state); rank 0 alone writes the
+    files. Every rank reads in :meth:`resume` and restores its own RNG state.
+    """
 
     def __init__(self, model: nn.Module, save_dir: str, optimizer=None, scheduler=None, scaler=None):
         self.model = model
@@ -76,46 +246,62 @@ class Checkpointer:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scaler = scaler
+        if comm.is_main_process():
+            remove_stale_tmp_files(save_dir)
 
     def save_weights(self, filename: str) -> str:
-        """Write the plain model ``state_dict`` (reference format) to ``save_dir/filename``."""
+        """Write the plain model ``state_dict`` (reference format) to ``save_dir/filename`` (rank 0)."""
         path = os.path.join(self.save_dir, filename)
-        atomic_save(unwrap(self.model).state_dict(), path)
+        if comm.is_main_process():
+            remove_stale_tmp_files(self.save_dir)
+            atomic_save(unwrap(self.model).state_dict(), path)
         return path
 
     def save_state(self, filename: str, epoch: int, **extra: Any) -> str:
-        """Write the full training state after ``epoch`` to ``save_dir/filename``."""
+        """Write the full training state after ``epoch`` to ``save_dir/filename``.
+
+        A collective under DDP: every rank must call it (rank 0 writes ``rng_per_rank``, every rank's RNG state).
+        """
+        rngs = comm.gather_object(rng_state())
+        path = os.path.join(self.save_dir, filename)
+        if not comm.is_main_process():
+            return path
         state = {
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "epoch": epoch,
-            "rng": rng_state(),
+            "rng": rngs[0],
+            "rng_per_rank": rngs,
             **extra,
         }
-        path = os.path.join(self.save_dir, filename)
+        remove_stale_tmp_files(self.save_dir)
         atomic_save(state, path)
         return path
 
     def resume(self, path: str) -> int:
         """Load a state written by :meth:`save_state`; returns the epoch it was saved after."""
-        if not os.path.isfile(path):
-            raise CheckpointError(f"cannot resume: {path} does not exist (it is written at the end of every epoch)")
+        state = read_state(path)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated / not a torch file
-            raise CheckpointError(
-                f"cannot resume from {path}: the file is unreadable ({type(e).__name__}); start again, or fine-tune "
-                f"the weights of an OUTPUT_DIR/<MODEL.NAME>_<epoch>.pth with MODEL.PRETRAIN_CHOICE self "
-                f"MODEL.PRETRAIN_PATH <that file> (the optimizer state is lost)") from e
-        if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-            raise CheckpointError(f"{path} is a weights-only checkpoint, not a training state; "
-                                  f"resume from OUTPUT_DIR/last.pth or use MODEL.PRETRAIN_CHOICE self")
-        unwrap(self.model).load_state_dict(state["model"])
+            unwrap(self.model).load_state_dict(state["model"])
+        except RuntimeError as e:  # size mismatch / missing keys: a state of another model
+            lines = str(e).splitlines()  # "Error(s) in loading state_dict ...", then one line per problem
+            first = lines[1].strip() if len(lines) > 1 else lines[0]
+            raise CheckpointError(f"cannot resume from {path}: it does not fit the model ({first}); "
+                                  f"start a new OUTPUT_DIR") from e
         for obj, key in ((self.optimizer, "optimizer"), (self.scheduler, "scheduler"), (self.scaler, "scaler")):
             if obj is not None and state.get(key) is not None:
                 obj.load_state_dict(state[key])
-        set_rng_state(state["rng"])
+        rank, world = comm.get_rank(), comm.get_world_size()
+        per_rank = state.get("rng_per_rank")
+        if per_rank is not None and len(per_rank) == world:
+            set_rng_state(per_rank[rank])
+        else:
+            saved = "1 process" if per_rank is None else f"{len(per_rank)} processes"
+            if world > 1 or per_rank is not None:
+                get_logger().warning(f"{path} was saved by {saved}, this run has {world}: every rank restores "
+                                     f"rank 0's random state, so the run does not continue bit for bit")
+            set_rng_state(state["rng"])
         get_logger().info(f"resumed from {path} (epoch {state['epoch']})")
         return int(state["epoch"])

@@ -99,7 +99,7 @@ class Trainer:
     def __init__(self, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler,
                  train_loader: Iterable, device: str, max_epochs: int, amp_dtype: torch.dtype | None = None,
                  use_scaler: bool = False, max_nonfinite: int = 5, start_epoch: int = 1,
-                 accuracy_fn: Callable | None = None):
+                 accuracy_fn: Callable | None = None, batch_transform: Callable | None = None):
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
@@ -112,6 +112,7 @@ class Trainer:
         self.max_nonfinite = max_nonfinite
         self.start_epoch = start_epoch
         self.accuracy_fn = accuracy_fn
+        self.batch_transform = batch_transform
         self.hooks: list[HookBase] = []
         # State visible to hooks.
         self.epoch = start_epoch
@@ -137,34 +138,57 @@ class Trainer:
 
     def train(self) -> None:
         """Run the remaining epochs, calling the hooks."""
-        self._call("before_train")
-        for self.epoch in range(self.start_epoch, self.max_epochs + 1):
-            self.scheduler.step(self.epoch)
-            # DDP identity sampler: a different (but rank-consistent) plan every epoch.
-            set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
-            if set_epoch is not None:
-                set_epoch(self.epoch)
-            self.model.train()
-            self._call("before_epoch")
-            for self.iter, batch in enumerate(self.train_loader):
-                self.run_step(batch)
-                self._call("after_step")
-            self._call("after_epoch")
-        self._call("after_train")
+        try:
+            self._call("before_train")
+            for self.epoch in range(self.start_epoch, self.max_epochs + 1):
+                self.scheduler.step(self.epoch)
+                # DDP identity sampler: a different (but rank-consistent) plan every epoch.
+                set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
+                if set_epoch is not None:
+                    set_epoch(self.epoch)
+                self.model.train()
+                self._call("before_epoch")
+                for self.iter, batch in enumerate(self.train_loader):
+                    self.run_step(batch)
+                    self._call("after_step")
+                self._call("after_epoch")
+            self._call("after_train")
+        finally:
+            # Persistent loader workers would otherwise live until the garbage collector frees the
+            # trainer (it and its hooks refer to each other), and their shutdown would then block
+            # whatever code runs at that moment (tens of seconds in the test suite).
+            iterator = getattr(self.train_loader, "_iterator", None)
+            if iterator is not None:
+                iterator._shutdown_workers()
+                self.train_loader._iterator = None
 
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device, dtype=self.amp_dtype)
 
+    def prepare_batch(self, batch):
+        """A loader batch on the device: every tensor moved (non-blocking; the loader pins memory on
+        CUDA), then ``batch_transform`` (``INPUT.BATCH_AUGMENT``) if given.
+
+        Returns:
+            ``(imgs, pids, camids, viewids, masks or None)`` on ``self.device``.
+        """
+        def to_device(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(self.device, non_blocking=True)
+            if isinstance(x, dict):
+                return {k: to_device(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return type(x)(to_device(v) for v in x)
+            return x
+
+        batch = to_device(batch)
+        return self.batch_transform(batch) if self.batch_transform is not None else batch
+
     def run_step(self, batch) -> None:
         """One optimisation step on ``batch`` (forward + losses under autocast, scaled backward)."""
-        imgs, pids, camids, viewids, masks = batch
-        dev = self.device
-        imgs, pids = imgs.to(dev, non_blocking=True), pids.to(dev, non_blocking=True)
-        camids, viewids = camids.to(dev, non_blocking=True), viewids.to(dev, non_blocking=True)
-        if masks is not None:
-            masks = masks.to(dev, non_blocking=True)
+        imgs, pids, camids, viewids, masks = self.prepare_batch(batch)
         self.optimizer.zero_grad(set_to_none=True)
         # The forward pass updates BatchNorm running statistics before the loss is known to be finite:
         # keep a copy (a few KB) so that a skipped step leaves no trace.

@@ -4,7 +4,14 @@ Every case damages a copy of the tiny synthetic data set (or writes a bad checkp
 command line), runs the real entry point, and checks: a non-zero exit code, stderr is one line
 ``error: ...`` naming the culprit and the fix (plus, for a damaged JPEG, libjpeg's own warnings, which
 OpenCV lets through), no traceback on the console, and — once the entry point has set up its log
-file — the traceback in that file.
+file — the traceback in that file. Crafted files (a pickled ``.npy``, a checkpoint, a YAML tag) carry
+a payload that would create a marker file; no case may leave it behind.
+
+Classes: data (folders, splits, lists, every mask header before the first step, mask values when
+read, file names), configs (keys, types, YAML syntax, ``_BASE_``, value ranges, devices), places
+(``OUTPUT_DIR``), checkpoints (damaged, foreign, crafted, trained under another config) and the command
+line. :func:`test_odd_but_valid_inputs_train_to_a_checkpoint` checks the other side: odd inputs a real
+data set holds simply work.
 
 The entry points run as ``__main__`` in processes forked from a multiprocessing forkserver that has
 imported torch, torchvision, timm and OpenCV once: a fresh interpreter pays ~5 s for those imports
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -198,6 +206,125 @@ def html_page(case: Path) -> None:
     (case / WEIGHT).write_text("<html><body>403 Forbidden</body></html>")
 
 
+# A crafted file's payload would create this file in the case folder (it must never exist).
+PAYLOAD_MARKER = "PAYLOAD_RAN"
+
+
+class Payload:
+    """Pickles to a call of ``os.system('touch <marker>')``: loading it with pickle runs that command."""
+
+    def __init__(self, case: Path):
+        self.command = f"touch {case / PAYLOAD_MARKER}"
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def train_masks(case: Path) -> list[Path]:
+    """The mask files of the case's training images, in image order."""
+    return [mask_of(f) for f in train_files(case)]
+
+
+def unsampled_mask(case: Path) -> Path:
+    """A training mask in the middle of the split that a check of 32 evenly spaced files would miss."""
+    masks = train_masks(case)
+    sampled = set(np.linspace(0, len(masks) - 1, 32).astype(int).tolist())
+    return masks[next(i for i in range(len(masks) // 2, len(masks)) if i not in sampled)]
+
+
+def every_mask(change: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], None]:
+    """Rewrite every training mask as ``change(mask)`` (float16 kept unless ``change`` changes it)."""
+    def damage(case: Path) -> None:
+        for path in train_masks(case):
+            np.save(path, change(np.load(path)))
+    return damage
+
+
+def with_nan(m: np.ndarray) -> np.ndarray:
+    m = m.copy()
+    m[3, 1, 1] = np.nan
+    return m
+
+
+def with_inf(m: np.ndarray) -> np.ndarray:
+    m = m.copy()
+    m[0, 0, 0] = np.inf
+    return m
+
+
+def one_mask(damage_file: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Damage the mask of :func:`unsampled_mask` only: every header is checked, not a sample."""
+    def damage(case: Path) -> None:
+        damage_file(unsampled_mask(case))
+    return damage
+
+
+def pickle_payload(path: Path) -> None:
+    """An ``.npy`` object array whose pickle runs :class:`Payload` when loaded with ``allow_pickle``."""
+    np.save(path, np.array([Payload(path.parents[5])], dtype=object), allow_pickle=True)
+
+
+def write_file(rel: str, text: str) -> Callable[[Path], None]:
+    """Write ``text`` (``{case}`` filled in) to the case's file ``rel``."""
+    def damage(case: Path) -> None:
+        (case / rel).write_text(text.format(case=case))
+    return damage
+
+
+def write_files(*files: tuple[str, str]) -> Callable[[Path], None]:
+    """Several :func:`write_file` at once."""
+    def damage(case: Path) -> None:
+        for rel, text in files:
+            write_file(rel, text)(case)
+    return damage
+
+
+def read_only_folder(case: Path) -> None:
+    (case / "ro").mkdir()
+    (case / "ro").chmod(0o555)
+
+
+def unparseable_train_name(case: Path) -> None:
+    """A stray camera export among the training images."""
+    shutil.copyfile(train_files(case)[0], case / DUKE / "bounding_box_train" / "IMG_2041.jpg")
+
+
+def run_cfg(case: Path, *opts: str):
+    """The config of :func:`tiny` on ``case``, plus ``opts``."""
+    from config import load_cfg
+
+    return load_cfg(DEMO_CFG, [fill(a, case) for a in tiny(*opts)[2:]])
+
+
+def saved_run(*opts: str, config_only: bool = False) -> Callable[[Path], None]:
+    """A run in ``{case}/out`` made with ``opts``: its ``last.pth`` holds the config (tiny config + ``opts``),
+    or with ``config_only``, a weight file ``{case}/weight.pth`` with the run's ``config.yaml`` beside it."""
+    def damage(case: Path) -> None:
+        cfg = run_cfg(case, *opts)
+        if config_only:
+            parts = cfg.MODEL.NUM_PARTS
+            torch.save(tiny_model(num_parts=parts).state_dict(), case / WEIGHT)
+            (case / "config.yaml").write_text(cfg.dump())
+        else:
+            (case / "out").mkdir()
+            torch.save({"model": {}, "epoch": 1, "config": cfg.dump()}, case / "out" / "last.pth")
+    return damage
+
+
+def payload_checkpoint(rel: str, as_state: bool) -> Callable[[Path], None]:
+    """A checkpoint whose pickle would run :class:`Payload` (a training state, or a weight file)."""
+    def damage(case: Path) -> None:
+        path = case / rel
+        path.parent.mkdir(exist_ok=True)
+        payload = Payload(case)
+        torch.save({"model": payload, "epoch": 1} if as_state else {"base.cls_token": payload}, path)
+    return damage
+
+
+NO_GPU = "" if not torch.cuda.is_available() else "a GPU is visible: MODEL.DEVICE cuda is valid here"
+NOT_ROOT = "" if os.geteuid() != 0 else "root ignores permission bits: a 0o555 folder is writable"
+
+
 # ----------------------------------------------------------------------------------------------
 # The catalogue
 # ----------------------------------------------------------------------------------------------
@@ -218,6 +345,7 @@ class Case:
 
     ``argv`` and ``expect`` may use ``{case}`` (the case folder) and ``{data}`` (its data root).
     ``logged``: the error comes after the entry point has set up its log file, so the traceback is there.
+    Every case also checks that no payload of a crafted file ran (:data:`PAYLOAD_MARKER`).
     """
 
     id: str
@@ -226,6 +354,7 @@ class Case:
     argv: list[str]
     expect: list[str]
     logged: bool = True
+    skip: str = ""  # why the case cannot run here (empty: it runs)
 
 
 CASES = [
@@ -301,6 +430,89 @@ CASES = [
          ["no checkpoint given", "add TEST.WEIGHT"]),
     Case("cli_test_weight_not_found", nothing, "test.py", tiny("TEST.WEIGHT", "{case}/transformer_90.pth"),
          ["TEST.WEIGHT {case}/transformer_90.pth does not exist"]),
+    # --- mask files: every header before the first step, values when read, never pickle ----------
+    Case("masks_with_nan", every_mask(with_nan), "train.py", tiny(),
+         ["mask file {data}/Occluded_Duke/masks/pifpaf_maskrcnn_filtering/bounding_box_train/", "has NaN in 1 of",
+          "expected confidences in [0, 1]"]),
+    Case("masks_with_nan_found_by_worker", every_mask(with_nan), "train.py", tiny("DATALOADER.NUM_WORKERS", "2"),
+         ["mask file {data}/Occluded_Duke/masks/pifpaf_maskrcnn_filtering/bounding_box_train/", "has NaN in 1 of"]),
+    Case("masks_with_inf", every_mask(with_inf), "train.py", tiny(), ["mask file", "has inf in 1 of"]),
+    Case("masks_saved_as_0_255", every_mask(lambda m: m.astype(np.float32) * 255), "train.py", tiny(),
+         ["mask file", "has values in [0, 2", "saved as 0-255"]),
+    Case("masks_negative", every_mask(lambda m: m - 0.5), "train.py", tiny(), ["mask file", "has values in [-0.5,"]),
+    Case("mask_in_the_middle_truncated", one_mask(lambda p: p.write_bytes(p.read_bytes()[:-200])), "train.py",
+         tiny(), ["cannot read mask file {data}/Occluded_Duke/masks/", "it is truncated", "copy it again"]),
+    Case("mask_in_the_middle_empty_file", one_mask(lambda p: p.write_bytes(b"")), "train.py", tiny(),
+         ["cannot read mask file {data}/Occluded_Duke/masks/", ".npy"]),
+    Case("mask_in_the_middle_2d", one_mask(lambda p: np.save(p, np.load(p)[0])), "train.py", tiny(),
+         ["mask file {data}/Occluded_Duke/masks/", "has shape (", "expected (36, h, w)"]),
+    Case("mask_in_the_middle_zero_height", one_mask(lambda p: np.save(p, np.zeros((36, 0, 4), np.float16))),
+         "train.py", tiny(), ["mask file {data}/Occluded_Duke/masks/", "has shape (36, 0, 4)"]),
+    Case("mask_in_the_middle_uint8", one_mask(lambda p: np.save(p, (np.load(p) * 255).astype(np.uint8))),
+         "train.py", tiny(), ["mask file {data}/Occluded_Duke/masks/", "has dtype uint8", "float16/float32"]),
+    Case("mask_in_the_middle_pickle_payload", one_mask(pickle_payload), "train.py", tiny(),
+         ["mask file {data}/Occluded_Duke/masks/", "holds pickled Python objects", "never loaded"]),
+    Case("train_file_name_unparseable", unparseable_train_name, "train.py", tiny(),
+         ["image file name {data}/Occluded_Duke/bounding_box_train/IMG_2041.jpg does not match",
+          "rename it or move it out of {data}/Occluded_Duke/bounding_box_train"]),
+    # --- config files and values -----------------------------------------------------------------
+    Case("config_yaml_syntax_error", write_file("bad.yml", "MODEL:\n  NAME: 'a'\n NUM_PARTS: 5\n"), "train.py",
+         ["--config_file", "{case}/bad.yml"], ["config file {case}/bad.yml:3:", "not valid YAML", "fix the syntax"],
+         logged=False),
+    Case("config_yaml_python_tag", write_file("evil.yml", "MODEL:\n  NAME: !!python/object/apply:os.system "
+                                                           "['touch {case}/" + PAYLOAD_MARKER + "']\n"),
+         "train.py", ["--config_file", "{case}/evil.yml"],
+         ["config file {case}/evil.yml:2:", "tags that build Python objects are not allowed"], logged=False),
+    Case("config_base_missing", write_file("child.yml", "_BASE_: parent.yml\n"), "train.py",
+         ["--config_file", "{case}/child.yml"], ["config file {case}/child.yml: its _BASE_ {case}/parent.yml not found",
+                                                 "fix the _BASE_ line"], logged=False),
+    Case("config_base_cycle", write_files(("a.yml", "_BASE_: b.yml\n"), ("b.yml", "_BASE_: a.yml\n")), "train.py",
+         ["--config_file", "{case}/a.yml"], ["inherits from itself through _BASE_",
+                                             "({case}/a.yml -> {case}/b.yml -> {case}/a.yml)"], logged=False),
+    Case("config_num_workers_negative", nothing, "train.py", tiny("DATALOADER.NUM_WORKERS", "-1"),
+         ["DATALOADER.NUM_WORKERS must be >= 0, got -1"], logged=False),
+    Case("config_learning_rate_negative", nothing, "train.py", tiny("SOLVER.BASE_LR", "-0.01"),
+         ["SOLVER.BASE_LR must be >= ", "got -0.01"], logged=False),
+    Case("config_flip_probability_above_1", nothing, "train.py", tiny("INPUT.PROB", "1.5"),
+         ["INPUT.PROB must be in [0.0, 1.0], got 1.5"], logged=False),
+    Case("config_batch_needs_more_identities", nothing, "train.py",
+         tiny("SOLVER.IMS_PER_BATCH", "64", "DATALOADER.NUM_INSTANCE", "2"),
+         ["identities but a batch needs 32", "lower SOLVER.IMS_PER_BATCH"]),
+    Case("config_cuda_without_gpu", nothing, "train.py", tiny("MODEL.DEVICE", "cuda"),
+         ["MODEL.DEVICE is 'cuda' but torch sees no GPU", "add MODEL.DEVICE cpu"], logged=False, skip=NO_GPU),
+    Case("test_cuda_without_gpu", nothing, "test.py", tiny("MODEL.DEVICE", "cuda", *TEST_WEIGHT),
+         ["MODEL.DEVICE is 'cuda' but torch sees no GPU"], logged=False, skip=NO_GPU),
+    # --- places ------------------------------------------------------------------------------------
+    Case("output_dir_below_a_file", write_file("results", "not a folder"), "train.py",
+         tiny("OUTPUT_DIR", "{case}/results/run1"),
+         ["OUTPUT_DIR {case}/results/run1 cannot be created: {case}/results is a plain file"], logged=False),
+    Case("output_dir_cannot_be_created", nothing, "train.py", tiny("OUTPUT_DIR", "/sys/tsd_output"),
+         ["OUTPUT_DIR /sys/tsd_output is not writable", "choose another OUTPUT_DIR"], logged=False),
+    Case("output_dir_read_only", read_only_folder, "train.py", tiny("OUTPUT_DIR", "{case}/ro/run1"),
+         ["OUTPUT_DIR {case}/ro/run1 is not writable"], logged=False, skip=NOT_ROOT),
+    Case("test_output_dir_below_a_file", write_file("results", "not a folder"), "test.py",
+         tiny("OUTPUT_DIR", "{case}/results/eval", *TEST_WEIGHT), ["{case}/results is a plain file"], logged=False),
+    # --- checkpoints against configs, crafted checkpoints ------------------------------------------
+    Case("resume_with_other_part_count", saved_run("MODEL.NUM_PARTS", "3", "INPUT.MASK_PREPROCESS", "three"),
+         "train.py", tiny() + ["--resume"],
+         ["cannot resume from {case}/out/last.pth: it was trained with another model",
+          "MODEL.NUM_PARTS 3 (now 5)", "INPUT.MASK_PREPROCESS 'three' (now 'five')", "start a new OUTPUT_DIR"]),
+    Case("resume_with_other_image_size_and_sie", saved_run("INPUT.SIZE_TEST", "[256, 128]", "MODEL.SIE_CAMERA", "True"),
+         "train.py", tiny() + ["--resume"], ["MODEL.SIE_CAMERA True (now False)", "INPUT.SIZE_TEST [256, 128]"]),
+    Case("resume_with_changed_learning_rate", saved_run("SOLVER.BASE_LR", "0.5"), "train.py", tiny() + ["--resume"],
+         ["the config differs from the one it was trained with: SOLVER.BASE_LR 0.5 (now 0.002)",
+          "add --allow-config-change"]),
+    Case("resume_last_pth_with_code_payload", payload_checkpoint("out/last.pth", as_state=True), "train.py",
+         tiny() + ["--resume"], ["cannot resume from {case}/out/last.pth: the file is unreadable"]),
+    Case("test_weight_from_other_part_count", saved_run("MODEL.NUM_PARTS", "3", "INPUT.MASK_PREPROCESS", "three",
+                                                        config_only=True),
+         "test.py", tiny(*TEST_WEIGHT),
+         ["TEST.WEIGHT {case}/" + WEIGHT + " was trained with another config ({case}/config.yaml)",
+          "MODEL.NUM_PARTS 3 (now 5)", "add MODEL.NUM_PARTS 3 INPUT.MASK_PREPROCESS three to the command line"]),
+    Case("test_weight_from_other_stride", saved_run("MODEL.STRIDE_SIZE", "[12, 12]", config_only=True), "test.py",
+         tiny(*TEST_WEIGHT), ["MODEL.STRIDE_SIZE [12, 12] (now [16, 16])", "add MODEL.STRIDE_SIZE '[12, 12]'"]),
+    Case("test_weight_with_code_payload", payload_checkpoint(WEIGHT, as_state=False), "test.py", tiny(*TEST_WEIGHT),
+         ["checkpoint {case}/" + WEIGHT]),
 ]
 
 
@@ -327,6 +539,8 @@ def case_folder(synthetic_root, tmp_path) -> Path:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_fails_with_one_line(case: Case, case_folder: Path):
+    if case.skip:
+        pytest.skip(case.skip)
     case.damage(case_folder)
     r = run_entry(case.script, [fill(a, case_folder) for a in case.argv], case_folder)
     console = r.stdout + r.stderr
@@ -339,6 +553,18 @@ def test_bad_input_fails_with_one_line(case: Case, case_folder: Path):
         assert r.log is not None and "Traceback" in r.log and line[len("error: "):] in r.log
     else:
         assert r.log is None
+    assert not (case_folder / PAYLOAD_MARKER).exists(), "a crafted file ran code"
+
+
+def test_the_payloads_are_live(tmp_path: Path):
+    """The crafted files of the catalogue do run code when loaded with pickle: their cases prove something."""
+    np.save(tmp_path / "m.npy", np.array([Payload(tmp_path)], dtype=object), allow_pickle=True)
+    np.load(tmp_path / "m.npy", allow_pickle=True)
+    assert (tmp_path / PAYLOAD_MARKER).exists()
+    (tmp_path / PAYLOAD_MARKER).unlink()
+    torch.save({"model": Payload(tmp_path)}, tmp_path / "c.pth")
+    torch.load(tmp_path / "c.pth", weights_only=False)
+    assert (tmp_path / PAYLOAD_MARKER).exists()
 
 
 def test_forked_run_matches_a_real_subprocess(case_folder: Path):
@@ -351,3 +577,48 @@ def test_forked_run_matches_a_real_subprocess(case_folder: Path):
     fresh = run_entry(case.script, argv, case_folder, fork=False)
     assert (forked.returncode, error_line(forked.stderr)) == (fresh.returncode, error_line(fresh.stderr))
     assert forked.returncode == 2 and "Traceback" not in fresh.stdout + fresh.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Odd but valid inputs: they simply work
+# ----------------------------------------------------------------------------------------------
+def _resize_mask(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``mask`` (36, h0, w0) at (36, h, w), channel by channel (OpenCV has no float16 resize)."""
+    return np.stack([cv2.resize(c.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) for c in mask]
+                    ).clip(0, 1).astype(mask.dtype)
+
+
+def make_odd(image: Path, kind: str, mask: Path | None) -> None:
+    """Rewrite ``image`` (and its mask) as one kind of odd but valid input a real data set holds."""
+    bgr = cv2.imread(str(image))
+    h, w = bgr.shape[:2]
+    if kind == "grayscale":  # a single-channel JPEG
+        cv2.imwrite(str(image), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    elif kind == "tiny":  # a detector box of a distant person: 14 x 6 pixels, a 2 x 1 mask
+        cv2.imwrite(str(image), cv2.resize(bgr, (6, 14), interpolation=cv2.INTER_AREA))
+        if mask is not None:
+            np.save(mask, _resize_mask(np.load(mask), 2, 1))
+    elif kind == "huge":  # a person filling a 4K frame's height: 1600 x 640 pixels
+        cv2.imwrite(str(image), cv2.resize(bgr, (640, 1600), interpolation=cv2.INTER_LINEAR))
+        if mask is not None:
+            np.save(mask, _resize_mask(np.load(mask), 200, 80))
+    elif kind == "mask_full_resolution" and mask is not None:  # one mask at the image's resolution, not 1/8
+        np.save(mask, _resize_mask(np.load(mask), h, w).astype(np.float32))
+
+
+ODD_KINDS = ("grayscale", "tiny", "huge", "mask_full_resolution")
+
+
+def test_odd_but_valid_inputs_train_to_a_checkpoint(case_folder: Path):
+    """Grayscale JPEGs, 14 x 6 and 1600 x 640 crops, masks at another resolution than the others (in
+    training, query and gallery, a quarter of the files each) train and evaluate without a word."""
+    for i, image in enumerate(train_files(case_folder)):
+        make_odd(image, ODD_KINDS[i % len(ODD_KINDS)], mask_of(image))
+    for split in ("query", "bounding_box_test"):
+        for i, image in enumerate(sorted((case_folder / DUKE / split).iterdir())):
+            make_odd(image, ODD_KINDS[i % 3], None)
+    r = run_entry("train.py", [fill(a, case_folder) for a in tiny("SOLVER.MAX_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "1")],
+                  case_folder)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "Traceback" not in r.stdout + r.stderr and "WARNING" not in r.log
+    assert (case_folder / "out" / "transformer_1.pth").is_file() and "Validation results - epoch 1" in r.log

@@ -1,5 +1,6 @@
-"""Crash safety: a failed save keeps the previous checkpoint; ``kill -9`` + ``--resume`` ends bitwise
-where an uninterrupted run ends; a NaN batch is skipped without a trace."""
+"""Crash safety: a failed save keeps the previous checkpoint and says so; a save killed half-way leaves
+nothing behind; ``kill -9`` + ``--resume`` ends bitwise where an uninterrupted run ends; a NaN batch is
+skipped without a trace."""
 from __future__ import annotations
 
 import io
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from processor.checkpointer import Checkpointer
+from utils.errors import CheckpointError
 from processor.trainer import HookBase
 from tests.test_train import DEMO_CFG, REPO, run_training, tiny_cfg
 
@@ -37,7 +39,8 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     with torch.no_grad():
         model.weight.add_(1.0)
     monkeypatch.setattr(torch, "save", save_half_then_fail)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match=f"cannot write checkpoint {path} \\(No space left on device\\); "
+                                              f"the previous last.pth is intact; free space in {tmp_path}"):
         ckpt.save_state("last.pth", epoch=2)
     monkeypatch.undo()
 
@@ -45,6 +48,23 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     assert os.listdir(tmp_path) == ["last.pth"]  # the partial temporary file was removed
     assert ckpt.resume(path) == 1
     assert all(torch.equal(v, epoch1[k]) for k, v in model.state_dict().items())
+
+
+def test_files_of_a_save_killed_half_way_are_removed(tmp_path):
+    """``kill -9`` while writing leaves ``last.pth.tmp.<pid>``: the next run removes it at its start
+    and before each save, but never the file of a process that still runs (another run saving)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stray = tmp_path / f"last.pth.tmp.{dead.pid}"
+    stray.write_bytes(b"PK half a zip")
+    live = tmp_path / f"transformer_2.pth.tmp.{os.getppid()}"
+    live.write_bytes(b"being written")
+    ckpt = Checkpointer(nn.Linear(2, 2), str(tmp_path))
+    assert not stray.exists() and live.exists()
+    stray.write_bytes(b"PK half a zip")
+    ckpt.save_state("last.pth", epoch=1)
+    assert sorted(os.listdir(tmp_path)) == ["last.pth", live.name]
+    assert ckpt.resume(str(tmp_path / "last.pth")) == 1
 
 
 def train_cmd(out: str, root: str, *extra: str) -> list[str]:
@@ -105,3 +125,25 @@ def test_a_nan_batch_is_skipped_without_poisoning_the_model(synthetic_root, tmp_
     trainer = run_training(cfg, hooks=[PoisonSecondBatch()])
     assert trainer.skipped_steps == 1
     assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values() if v.is_floating_point())
+
+
+def test_resume_config_check(tmp_path):
+    """Places may change on resume, training keys only with --allow-config-change, model keys never."""
+    from config import load_cfg
+    from processor.checkpointer import check_resume_config
+    from train import parse_args
+
+    path = str(tmp_path / "last.pth")
+    torch.save({"model": {}, "epoch": 1, "config": load_cfg(DEMO_CFG).dump()}, path)
+    check_resume_config(path, load_cfg(DEMO_CFG, ["DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", "elsewhere"]))
+    lr = load_cfg(DEMO_CFG, ["SOLVER.BASE_LR", "0.01"])
+    with pytest.raises(CheckpointError, match=r"SOLVER.BASE_LR 0.002 \(now 0.01\); .* add --allow-config-change"):
+        check_resume_config(path, lr)
+    check_resume_config(path, lr, allow_change=True)
+    parts = load_cfg(DEMO_CFG, ["MODEL.NUM_PARTS", "3", "INPUT.MASK_PREPROCESS", "three"])
+    with pytest.raises(CheckpointError, match="another model: MODEL.NUM_PARTS 5 \\(now 3\\)"):
+        check_resume_config(path, parts, allow_change=True)
+    for argv in (["--config_file", "c.yml", "--resume", "--allow-config-change", "SOLVER.BASE_LR", "0.01"],
+                 ["--config_file", "c.yml", "SOLVER.BASE_LR", "0.01", "--resume", "--allow-config-change"],
+                 ["--config_file", "c.yml", "SOLVER.BASE_LR", "0.01", "--allow-config-change", "--resume"]):
+        assert parse_args(argv) == ("c.yml", ["SOLVER.BASE_LR", "0.01"], "auto", True), argv

@@ -9,6 +9,9 @@ from typing import Callable, NoReturn
 from .errors import TSDError, user_message
 from .logger import get_logger
 
+# train.py's flag: resume although config keys differ from the run's (processor.checkpointer).
+ALLOW_CONFIG_CHANGE_FLAG = "--allow-config-change"
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one ``error: ...`` line (with the usage) and exit code 2,
@@ -46,7 +49,6 @@ def run_main(main: Callable[[], int | None]) -> None:
     sys.exit(rc or 0)
 
 
-
 def load_eval_cfg(config_file: str, opts: list[str]):
     """Config for evaluating ``TEST.WEIGHT``: overrides applied and ``MODEL.PRETRAIN_CHOICE none``
     (the checkpoint overwrites every backbone weight, so the ImageNet file is never needed)."""
@@ -65,3 +67,51 @@ def check_test_weight(cfg) -> None:
     if not os.path.isfile(weight):
         raise CheckpointError(f"TEST.WEIGHT {weight} does not exist; check the path "
                               f"(training writes OUTPUT_DIR/{cfg.MODEL.NAME}_<epoch>.pth)")
+
+
+def check_output_dir(path: str, key: str = "OUTPUT_DIR") -> None:
+    """Create ``path`` if needed and check that a file can be written there, before any work.
+
+    Raises:
+        ConfigError: naming ``key``, the folder and the reason (a plain file in the way, permissions,
+            a read-only file system), so that a run does not fail at its first log line or checkpoint.
+    """
+    import tempfile
+
+    from .errors import ConfigError
+
+    blocker = path
+    while blocker and not os.path.exists(blocker):
+        blocker = os.path.dirname(blocker.rstrip(os.sep)) if blocker != os.sep else ""
+    if blocker and not os.path.isdir(blocker):
+        raise ConfigError(f"{key} {path} cannot be created: {blocker} is a plain file, not a folder; "
+                          f"choose another {key} or move that file")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{key} {path} is not writable ({e.strerror or e}); choose another {key} "
+                          f"or fix the folder's permissions") from e
+
+
+def check_device(device: str) -> None:
+    """Refuse ``MODEL.DEVICE cuda`` when torch sees no GPU.
+
+    A run configured for a GPU that silently falls back to the CPU would take days instead of hours;
+    a user who wants the CPU says so with ``MODEL.DEVICE cpu``.
+
+    Raises:
+        ConfigError: naming the key, what torch sees and the fix.
+    """
+    import torch
+
+    from .errors import ConfigError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        env = f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
+        raise ConfigError(f"MODEL.DEVICE is 'cuda' but torch sees no GPU (torch {torch.__version__}, {build}{env}); "
+                          f"add MODEL.DEVICE cpu to run on the CPU (much slower), or install a CUDA build of "
+                          f"torch and check nvidia-smi")
