@@ -80,6 +80,8 @@ class Setup:
     compile_backend: str  # 'inductor' (what SOLVER.COMPILE gives) or 'eager' (dynamo only: --smoke)
     tmp: str
     overrides: list[str] = field(default_factory=list)
+    # DATALOADER.CACHE_DIR: kept between runs (a rerun reuses it), never inside a user's data root.
+    cache_dir: str = os.path.join(REPO, "data", "gpu_report_cache")
 
     def cfg(self, *opts: str):
         """The config with the report's overrides (random weights, this device, the data root) + ``opts``."""
@@ -90,8 +92,7 @@ class Setup:
             "INPUT.SIZE_TRAIN", str(list(self.size)), "INPUT.SIZE_TEST", str(list(self.size)),
             "SOLVER.IMS_PER_BATCH", str(self.batch), "DATASETS.ROOT_DIR", self.root,
             "OUTPUT_DIR", os.path.join(self.tmp, "run"), "SOLVER.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "0",
-            # Beside the data (a rerun reuses both), not beside the temporary OUTPUT_DIR.
-            "DATALOADER.CACHE_DIR", os.path.join(self.root, "data_cache"), *self.overrides, *opts])
+            "DATALOADER.CACHE_DIR", self.cache_dir, *self.overrides, *opts])
 
 
 class Report:
@@ -236,6 +237,8 @@ def ensure_data(root: str, smoke: bool, train_images: int, workers: int, tmp: st
         with open(marker) as f:
             info = json.load(f)
         return f"reused {root} ({info.get('scale')}: {info.get('images')})"
+    if os.path.isdir(os.path.join(root, DATASET_DIR)):  # e.g. the real data set: use it, never write into it
+        return f"the data set in {root}/{DATASET_DIR} (not synthetic)"
     if smoke:
         stats = generate(root, scale="tiny", seed=0)
         return f"generated into {root} in {stats['seconds']:.0f} s (tiny: {stats['images']})"
@@ -423,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--smoke", action="store_true", help="the tiny model and the tiny set: every row in < 1 minute")
     p.add_argument("--root", default=None,
-                   help="data root: reused when ROOT/Occluded_Duke exists, else generated there "
+                   help="data root: used as it is when ROOT/Occluded_Duke exists (also the real set), else generated there "
                         "(default data/gpu_report; --smoke: a temporary folder)")
     p.add_argument("--out", default=None, help="also write the table to this file (updated after every row)")
     p.add_argument("--budget", type=float, default=None, help="seconds for the whole report (default 290; smoke 120)")
@@ -452,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke:
             s = Setup(args.device, TINY_CONFIG, "vit_tiny_patch16_TransReID", (64, 32), 8, root, workers,
                       step_iters=2, e2e_iters=2, compile_backend="eager", tmp=tmp,
-                      overrides=["DATALOADER.NUM_INSTANCE", "4", "TEST.IMS_PER_BATCH", "64"])
+                      overrides=["DATALOADER.NUM_INSTANCE", "4", "TEST.IMS_PER_BATCH", "64"],
+                      cache_dir=os.path.join(tmp, "data_cache"))
         else:
             s = Setup(args.device, PAPER_CONFIG, "vit_base_patch16_224_TransReID", (256, 128), 64, root, workers,
                       step_iters=20, e2e_iters=60, compile_backend="inductor", tmp=tmp)
