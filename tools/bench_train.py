@@ -7,8 +7,9 @@ same run, 'eager x' is a compiled setting (``SOLVER.COMPILE``, inductor) against
 precision in eager mode. The warm-up column holds the untimed first steps (for compiled settings:
 the compilation).
 
-    python tools/bench_train.py                          # CPU: ViT-B fp32 / bf16 and the tiny demo model, eager + compiled
-    python tools/bench_train.py --device cuda --batch 64 # GPU: fp16 AMP (GradScaler), bf16, fp32, eager + compiled, peak memory
+    python tools/bench_train.py                           # CPU: ViT-B and tiny, fp32 / bf16, eager + compiled
+    python tools/bench_train.py --device cuda --batch 64  # GPU: fp16 AMP (GradScaler), bf16, fp32, each eager +
+                                                          # compiled, peak memory
 """
 from __future__ import annotations
 

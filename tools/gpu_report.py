@@ -53,7 +53,8 @@ TINY_CONFIG = os.path.join(REPO, "configs", "demo", "tsd_tiny.yml")
 REAL_LISTS = (os.path.join(os.path.dirname(REPO), "shared", "data", "Occluded_Duke"),
               os.path.join(REPO, "shared", "data", "Occluded_Duke"))
 # Occluded-Duke's split sizes: (identities, images) of train, query and gallery; query ids are in the gallery.
-DUKE_SPLITS = {"bounding_box_train.list": (702, 15618), "query.list": (519, 2210), "bounding_box_test.list": (1110, 17661)}
+DUKE_SPLITS = {"bounding_box_train.list": (702, 15618), "query.list": (519, 2210),
+               "bounding_box_test.list": (1110, 17661)}
 DATASET_DIR = "Occluded_Duke"
 SPLIT_LISTS = ("bounding_box_train.list", "query.list", "bounding_box_test.list", "new_query.txt", "new_gallery.txt")
 PRECISIONS = {"fp16 + GradScaler": torch.float16, "bf16": torch.bfloat16, "fp32": None}
@@ -426,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--smoke", action="store_true", help="the tiny model and the tiny set: every row in < 1 minute")
     p.add_argument("--root", default=None,
-                   help="data root: used as it is when ROOT/Occluded_Duke exists (also the real set), else generated there "
-                        "(default data/gpu_report; --smoke: a temporary folder)")
+                   help="data root: used as it is when ROOT/Occluded_Duke exists (also the real set), else "
+                        "generated there (default data/gpu_report; --smoke: a temporary folder)")
     p.add_argument("--out", default=None, help="also write the table to this file (updated after every row)")
     p.add_argument("--budget", type=float, default=None, help="seconds for the whole report (default 290; smoke 120)")
     p.add_argument("--workers", type=int, nargs="+", default=None,
