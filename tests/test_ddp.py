@@ -42,7 +42,7 @@ DRIVER = textwrap.dedent("""
     def build_trainer(cfg, resume=None):
         trainer = build(cfg, resume)
         trainer.register_hooks([SaveRankWeights(cfg.OUTPUT_DIR)])
-        if comm.get_rank() == 1:  # a NaN loss on rank 1 only, at its second step
+        if comm.get_rank() == {poison_rank}:  # a NaN loss on this rank only (-1: none), at its second step
             loss_fn, calls = trainer.loss_fn, []
 
             def poisoned(outputs, labels):
@@ -59,14 +59,11 @@ DRIVER = textwrap.dedent("""
     train.run_main(train.main)
 """)
 
-# Rank 1 trains normally: only the weights are saved.
-CLEAN_DRIVER = DRIVER.replace("if comm.get_rank() == 1:  # a NaN", "if False:  # a NaN")
-
 
 def test_torchrun_two_ranks_train_in_lockstep_and_gather_the_evaluation(synthetic_root, tmp_path):
     out = tmp_path / "ddp"
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(repo=REPO))
+    driver.write_text(DRIVER.format(repo=REPO, poison_rank=1))
     opts = ["MODEL.DEVICE", "cpu", "DATASETS.ROOT_DIR", synthetic_root, "OUTPUT_DIR", str(out),
             "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]",
             "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "1",
@@ -120,7 +117,7 @@ def test_two_torchrun_nodes_with_c10d_rendezvous_end_with_the_same_weights(synth
     """Two launchers on localhost, as two machines would run them: same code, config and data paths, a
     c10d rendezvous at node 0's address, each node its own OUTPUT_DIR (no shared storage needed)."""
     driver = tmp_path / "driver.py"
-    driver.write_text(CLEAN_DRIVER.format(repo=REPO))
+    driver.write_text(DRIVER.format(repo=REPO, poison_rank=-1))  # no NaN: only the weights are saved
     endpoint = f"127.0.0.1:{free_port()}"
     procs, outs = [], []
     for node in range(2):
