@@ -400,7 +400,7 @@ def torchrun_row(s: Setup, timeout: float) -> dict:
            "SOLVER.IMS_PER_BATCH", str(s.batch), "DATASETS.ROOT_DIR", s.root, "OUTPUT_DIR", out,
            "SOLVER.MAX_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "0",
            "SOLVER.CHECKPOINT_PERIOD", "0", "SOLVER.LOG_PERIOD", "10", "DATALOADER.NUM_WORKERS", workers,
-           *s.overrides]
+           "DATALOADER.CACHE_DIR", s.cache_dir, *s.overrides]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
