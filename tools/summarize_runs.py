@@ -317,7 +317,8 @@ def plot_curves(runs: Sequence[Run], path: str, cols: int = 4) -> str | None:
                 pts = run.curves.get(name, [])
             if pts:
                 xs, ys = zip(*pts)
-                ax.plot(xs, ys, color=colour, marker="o" if len(pts) < 8 else None, lw=1.2, label=run.name)
+                # Markers: validation has a few points (every EVAL_PERIOD epochs), a line alone could hide them.
+                ax.plot(xs, ys, color=colour, marker="o", ms=4 if name == "val mAP" else 1.5, lw=1.2, label=run.name)
         ax.set_title(name + (" (%)" if name == "val mAP" else ""), fontsize=10)
         ax.grid(alpha=0.3)
         if name == "lr":
