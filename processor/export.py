@@ -205,6 +205,8 @@ class ExportCheck:
     Attributes:
         images: images compared; batch_sizes: the batch sizes run.
         max_abs_diff: max |features_onnx - features_torch| over all images and tokens.
+        max_rel_diff: the largest difference of a token relative to its norm (what remains after the
+            evaluator's L2 normalisation; informative, not checked).
         vis_equal: visibility entries (image x part) that are identical; vis_total: all entries.
         vis_margin: entries whose PyTorch visibility logit lies within ``LOGIT_MARGIN`` of the threshold
             (allowed to differ; counted in ``vis_total``).
@@ -218,16 +220,19 @@ class ExportCheck:
     vis_total: int
     vis_margin: int
     vis_margin_differ: int
+    max_rel_diff: float = 0.0
+    tolerance: float = FEATURE_TOL
 
     @property
     def ok(self) -> bool:
-        """Features within ``FEATURE_TOL`` and every visibility entry off the margin identical."""
-        return self.max_abs_diff <= FEATURE_TOL and self.vis_total - self.vis_equal == self.vis_margin_differ
+        """Features within ``tolerance`` and every visibility entry off the margin identical."""
+        return self.max_abs_diff <= self.tolerance and self.vis_total - self.vis_equal == self.vis_margin_differ
 
     def summary(self) -> str:
         """One line for the log."""
         return (f"onnxruntime vs PyTorch on {self.images} images (batches {self.batch_sizes}): max abs feature "
-                f"difference {self.max_abs_diff:.2e} (tolerance {FEATURE_TOL:.0e}); visibility identical for "
+                f"difference {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}; {self.max_rel_diff:.1e} of the "
+                f"token's norm); visibility identical for "
                 f"{self.vis_equal}/{self.vis_total} entries, {self.vis_margin} within {LOGIT_MARGIN:.0e} of the "
                 f"threshold ({self.vis_margin_differ} of them differ)")
 
@@ -248,7 +253,8 @@ def _visibility_logits(model: nn.Module, images: torch.Tensor, flip: bool):
     return feats, vis, captured
 
 
-def verify_onnx(model: nn.Module, session, batches: Iterable[torch.Tensor], flip: bool) -> ExportCheck:
+def verify_onnx(model: nn.Module, session, batches: Iterable[torch.Tensor], flip: bool,
+                tolerance: float = FEATURE_TOL) -> ExportCheck:
     """Compare the exported model with PyTorch on every batch of ``batches``.
 
     Visibility on the margin: visibility is ``sigmoid(logit) > 0.5`` per part (averaged with the
@@ -260,18 +266,23 @@ def verify_onnx(model: nn.Module, session, batches: Iterable[torch.Tensor], flip
         session: the onnxruntime session of its export.
         batches: image batches (B, 3, H, W), normalised as the eval transform does.
         flip: whether the export includes the flip (``TEST.FLIP_FEATS``).
+        tolerance: the largest max-abs feature difference that passes. Trained BNNecks with small
+            running variances scale float32 rounding up (the demo checkpoint: 7e-5 on the global
+            token, where PyTorch fp32 itself is 4e-5 from fp64), so a large model may need more.
 
     Returns:
         the :class:`ExportCheck` (the caller decides what to do with a failed one).
     """
     onnx_model = OnnxModel(session)
     device = next(model.parameters()).device
-    n, sizes, max_diff, equal, total, margin, margin_differ = 0, [], 0.0, 0, 0, 0, 0
+    n, sizes, max_diff, max_rel, equal, total, margin, margin_differ = 0, [], 0.0, 0.0, 0, 0, 0, 0
     for images in batches:
         images = images.to(device)
         feats, vis, logits = _visibility_logits(model, images, flip)
         o_feats, o_vis = onnx_model(images)
-        max_diff = max(max_diff, (o_feats.float() - feats.float()).abs().max().item())
+        diff = (o_feats.float() - feats.float()).abs()
+        max_diff = max(max_diff, diff.max().item())
+        max_rel = max(max_rel, (diff.amax(-1) / feats.float().norm(dim=-1).clamp_min(1e-12)).max().item())
         same = o_vis == vis
         near = torch.zeros_like(same)
         for view in logits:  # the global token (column 0) has no logit: it is always visible
@@ -282,7 +293,7 @@ def verify_onnx(model: nn.Module, session, batches: Iterable[torch.Tensor], flip
         margin_differ += int((near & ~same).sum())
         n += images.shape[0]
         sizes.append(images.shape[0])
-    return ExportCheck(n, sizes, max_diff, equal, total, margin, margin_differ)
+    return ExportCheck(n, sizes, max_diff, equal, total, margin, margin_differ, max_rel, tolerance)
 
 
 def random_batches(cfg: CfgNode, sizes: Sequence[int] = (1, 5), seed: int = 0) -> list[torch.Tensor]:
