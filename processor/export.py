@@ -304,9 +304,14 @@ def random_batches(cfg: CfgNode, sizes: Sequence[int] = (1, 5), seed: int = 0) -
     return [torch.randn(b, 3, h, w, generator=g) for b in sizes]
 
 
-def compare_speed(model: nn.Module, session, images: torch.Tensor, warmup: int = 2, iters: int = 5) -> dict[str, float]:
+def compare_speed(model: nn.Module, session, images: torch.Tensor, warmup: int = 2, iters: int = 5,
+                  gap: float = 0.2) -> dict[str, float]:
     """Images per second of the evaluation forward in PyTorch (eval, no grad) and in onnxruntime on one
     batch, timed round-robin (median of ``iters`` after ``warmup``) so that both see the same load.
+
+    Each timed call waits ``gap`` seconds first: both runtimes' worker threads keep spinning for a
+    while after a call (OpenMP's and onnxruntime's busy-wait) and would take cores from the other
+    one's call (on 2 cores this cost either side 2-3x).
 
     The flip, if exported, must be reflected by the caller's ``model`` (pass an :class:`EvalModel`).
 
@@ -320,6 +325,7 @@ def compare_speed(model: nn.Module, session, images: torch.Tensor, warmup: int =
     with torch.no_grad():
         for i in range(warmup + iters):
             for name, m in runs.items():
+                time.sleep(gap)
                 start = time.perf_counter()
                 m(images)
                 if i >= warmup:
