@@ -152,6 +152,9 @@ def test_result_files_in_sub_folders_are_found(real_run, fake_runs, tmp_path):
 def test_not_a_run_and_unreadable_files(fake_runs, tmp_path):
     with pytest.raises(DataError, match=f"{fake_runs['empty']} is not a run folder: it has no config.yaml"):
         tool.main([fake_runs["empty"], "--out", str(tmp_path / "o")])
+    parent = os.path.dirname(fake_runs["going"])
+    with pytest.raises(DataError, match=rf"{parent} is not a run folder.*\(its sub-folders tested, vit_going are runs: pass {parent}/\*\)"):
+        tool.main([parent, "--out", str(tmp_path / "o")])
     with pytest.raises(DataError, match="run folder .*missing does not exist"):
         tool.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     # A val_results.json caught mid-write by a running training: left out with a note, not a crash.

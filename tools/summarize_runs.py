@@ -160,8 +160,10 @@ def read_run(path: str) -> Run:
         data = _read_json(val_path, run) or {}
         run.validation = {int(e): r for e, r in data.items()}
         run.epochs = max([run.epochs, *run.validation])
-    result_files = [os.path.join(path, "results.json")] + sorted(
-        os.path.join(path, d, "results.json") for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    result_files = [os.path.join(path, "results.json")]
+    if found:  # a training run's tests may sit in sub-folders; a folder of test folders is no run
+        result_files += sorted(os.path.join(path, d, "results.json")
+                               for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
     for res_path in filter(os.path.isfile, result_files):
         found = True
         data = _read_json(res_path, run)
@@ -173,8 +175,12 @@ def read_run(path: str) -> Run:
             continue
         run.tests[protocol] = (res_path, data["results"])
     if not found:
+        runs_below = sorted(d for d in os.listdir(path) if any(
+            os.path.isfile(os.path.join(path, d, f)) for f in ("config.yaml", "results.json")))
+        hint = (f" (its sub-folders {', '.join(runs_below[:4])}{' ...' if len(runs_below) > 4 else ''} are runs: "
+                f"pass {os.path.join(path, '*')})" if runs_below else "")
         raise DataError(f"{path} is not a run folder: it has no config.yaml, train_log.txt, val_results.json or "
-                        "results.json; pass OUTPUT_DIRs of train.py / test.py")
+                        f"results.json; pass OUTPUT_DIRs of train.py / test.py{hint}")
     return run
 
 
