@@ -13,9 +13,14 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# Optional packages (ONNX export): installed for the tests, so that CI runs tests/test_export.py.
+$(VENV)/.installed-export: $(VENV)/.installed requirements-export.txt
+	$(PY) -m pip install --quiet -r requirements-export.txt
+	touch $@
+
 venv: $(VENV)/.installed
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-export
 	$(PY) -m pytest -q tests
 
 demo: $(VENV)/.installed

@@ -48,18 +48,20 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None)
     return args
 
 
-def load_tool_cfg(args: argparse.Namespace) -> CfgNode:
+def load_tool_cfg(args: argparse.Namespace, need_weight: bool = True) -> CfgNode:
     """The config of ``--config_file`` + overrides, with ``MODEL.PRETRAIN_CHOICE none``: the checkpoint
     (``TEST.WEIGHT``) overwrites every backbone weight, so the ImageNet file is never needed.
 
-    Checks the checkpoint path and the model kind first, before any data is read.
+    Checks the checkpoint path (unless ``need_weight`` is False: a tool running an exported model) and
+    the model kind first, before any data is read.
 
     Raises:
         CheckpointError: no ``TEST.WEIGHT`` or a missing file.
         ConfigError: an SIE model (the tools have no camera / view ids to feed it).
     """
     cfg = load_eval_cfg(args.config_file, args.opts)
-    check_test_weight(cfg)
+    if need_weight:
+        check_test_weight(cfg)
     if cfg.MODEL.SIE_CAMERA or cfg.MODEL.SIE_VIEW:
         raise ConfigError("MODEL.SIE_CAMERA / MODEL.SIE_VIEW models need camera / view ids, which the tools do "
                           "not pass; use a model trained without SIE")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole pipeline on the small synthetic Occluded-Duke, on the CPU, in minutes.
 # 1) generate the data set, 2) train the tiny TSD, 3) test it on the standard protocol and on the
-# new benchmark, 4) draw the decoder's attention and a ranking.
+# new benchmark, 4) draw the decoder's attention and a ranking, 5) summarise the run: table + curves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -21,6 +21,8 @@ $PY test.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" DATA
   TEST.NEW_METRIC True OUTPUT_DIR "$OUT/test_new"
 $PY tools/vis_attn.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT"
 $PY tools/vis_rank.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT"
+echo
+$PY tools/summarize_runs.py "$OUT" --out "$OUT/summary"
 
 echo
 echo "demo finished in $(( $(date +%s) - start ))s. Outputs:"
@@ -29,3 +31,7 @@ echo "  standard protocol:            $OUT/test_standard/results.json"
 echo "  new benchmark ALL/NPO/NTP:    $OUT/test_new/results.json"
 echo "  attention pictures:           $OUT/vis_attn/"
 echo "  ranking pictures:             $OUT/vis_rank/"
+echo "  run table and curves:         $OUT/summary/ (runs.md, runs.csv, curves.png)"
+echo "compare with the ViT baseline (same budget):"
+echo "  $PY train.py --config_file configs/demo/vit_tiny.yml DATASETS.ROOT_DIR $DATA"
+echo "  $PY tools/summarize_runs.py $OUT logs/demo/vit_tiny --out logs/demo/summary"

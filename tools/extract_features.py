@@ -3,6 +3,8 @@
 
     python tools/extract_features.py --config_file configs/OCC_Duke/vit_base.yml --images DIR \\
         [--gallery DIR] [--out DIR] [--topk 10] TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    python tools/extract_features.py --config_file configs/OCC_Duke/vit_base.yml --images DIR \\
+        --onnx transformer_90.onnx          # the same with onnxruntime (tools/export_onnx.py)
 
 Reads every image under ``--images`` (recursively, sorted; person crops, any size — they are resized to
 ``INPUT.SIZE_TEST``; no identity or camera ids needed) and writes to ``<out>`` (default
@@ -61,17 +63,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gallery", metavar="DIR", help="also extract this folder and rank it for every image")
     parser.add_argument("--out", metavar="DIR", help="output folder (default OUTPUT_DIR/features)")
     parser.add_argument("--topk", type=int, default=10, help="gallery images per ranking (default 10)")
+    parser.add_argument("--onnx", metavar="FILE", help="compute the features with onnxruntime from this file of "
+                        "tools/export_onnx.py instead of PyTorch (TEST.WEIGHT is then not needed)")
     args = parse_tool_args(parser, argv)
-    cfg = load_tool_cfg(args)
+    cfg = load_tool_cfg(args, need_weight=not args.onnx)
     out = tool_output_dir(cfg, args.out, "features", "extract_features_log.txt")
     log = get_logger()
     queries = folder_records(args.images)
     gallery = folder_records(args.gallery) if args.gallery else []
-    model, device = load_model(cfg, num_classes=1)
 
     from processor.inference import extract_features
 
-    data = extract_features(model, eval_loader(cfg, queries, gallery), device, flip=cfg.TEST.FLIP_FEATS)
+    if args.onnx:
+        from processor.export import load_onnx_model
+
+        model, device = load_onnx_model(args.onnx, cfg), "cpu"
+        flip = False  # the flip, if any, is inside the exported graph
+        log.info(f"features from {args.onnx} by onnxruntime"
+                 + (" (flip averaged in the graph)" if model.metadata.get("flip_feats") else ""))
+    else:
+        (model, device), flip = load_model(cfg, num_classes=1), cfg.TEST.FLIP_FEATS
+    data = extract_features(model, eval_loader(cfg, queries, gallery), device, flip=flip)
     feats, vis, paths, m = data["feats"].cpu().numpy(), data["vis"].cpu().numpy(), data["paths"], len(queries)
     save_features(out, "", feats[:m], vis[:m], paths[:m])
     log.info(f"wrote features {feats[:m].shape} and visibility {vis[:m].shape} of {args.images} to {out}")

@@ -1,0 +1,364 @@
+#!/usr/bin/env python
+"""Compare training / test runs: one table of what differs and what they reach, and their training curves.
+
+    python tools/summarize_runs.py logs/demo/tsd_tiny logs/demo/vit_tiny [--out logs/demo/summary]
+
+Each argument is an ``OUTPUT_DIR`` of ``train.py`` and / or ``test.py``. From each run it reads what
+exists — ``config.yaml``, ``train_log.txt``, ``val_results.json`` (validation during training) and
+``results.json`` of ``test.py``, in the folder itself or in a sub-folder (``make demo`` tests into
+``test_standard/`` and ``test_new/``) — so a run still training, or one never evaluated, has blanks
+instead of failing. It writes to ``--out`` (default ``logs/summary``):
+
+* ``runs.md`` and ``runs.csv``: a row per run; a column per config key whose value differs between
+  the runs (``OUTPUT_DIR`` aside; a key absent from an older run's config is shown as ``-``); ``epochs`` (last finished epoch), ``best epoch`` and ``best mAP``
+  (validation); then Rank-1 / mAP / mINP (percent) of the standard protocol and, where any run has
+  them, of the new benchmark's ALL / NPO / NTP splits. Metrics come from ``test.py``'s
+  ``results.json`` when there is one, else from the last validation; ``runs.md`` lists the sources.
+* ``curves.png``: every loss term, the total loss, training accuracy, the learning rate (running
+  averages of the log lines ``processor.hooks.LoggingHook`` writes every ``SOLVER.LOG_PERIOD``
+  iterations, against fractional epochs) and the validation mAP, one panel each, all runs overlaid.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import csv  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+import yaml  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no GUI backend, no global state)
+
+from utils.cli import ArgumentParser, run_main  # noqa: E402
+from utils.errors import DataError  # noqa: E402
+
+__all__ = ["Run", "read_run", "parse_train_log", "differing_keys", "table_rows", "write_table", "plot_curves", "main"]
+
+# LoggingHook (processor/hooks.py): "Epoch[e] Iter[i/n] loss: <total> <term>: <v> ... acc: <a> lr: <lr> ..."
+_ITER_LINE = re.compile(r"Epoch\[(\d+)\] Iter\[(\d+)/(\d+)\] loss: (\S+) (.*?)\s*acc: (\S+) lr: (\S+)")
+_TERM = re.compile(r"(\w+): (\S+)")
+# ... and at the end of each epoch "Epoch <e> done in <s>s (<x> img/s), loss <total>, acc <a>".
+_EPOCH_LINE = re.compile(r"Epoch (\d+) done in .*?, loss (\S+), acc (\S+)")
+SPLITS = ("ALL", "NPO", "NTP")
+METRICS = (("rank1", "R1"), ("mAP", "mAP"), ("mINP", "mINP"))
+NOT_COMPARED = {"OUTPUT_DIR"}  # differs between any two runs by construction; the run column names them
+
+
+@dataclasses.dataclass
+class Run:
+    """What one run folder holds (every part optional but at least one present).
+
+    Attributes:
+        path: the folder as given; name: the label in the table and the legend (the folder's name;
+            :func:`main` uses the paths when two names clash).
+        config: flattened ``config.yaml`` (``{'MODEL.ARCH': 'tsd', ...}``).
+        curves: ``{series: [(fractional epoch, value), ...]}`` from ``train_log.txt`` (loss terms,
+            ``loss``, ``acc``, ``lr``).
+        epochs: the last finished epoch (0 when none).
+        validation: ``{epoch: {split: {rank1, mAP, mINP, ...}}}`` from ``val_results.json``.
+        tests: ``{'standard' | 'new': (results.json path, {split: {...}})}`` from ``test.py``.
+        notes: problems met while reading (unreadable files), shown in ``runs.md``.
+    """
+
+    path: str
+    name: str = ""
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    curves: dict[str, list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
+    epochs: int = 0
+    validation: dict[int, dict] = dataclasses.field(default_factory=dict)
+    tests: dict[str, tuple[str, dict]] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{'MODEL': {'ARCH': 'tsd'}}`` -> ``{'MODEL.ARCH': 'tsd'}`` (lists stay values)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def parse_train_log(lines: Sequence[str]) -> tuple[dict[str, list[tuple[float, float]]], int]:
+    """Training curves and the last finished epoch from ``train_log.txt`` lines.
+
+    Points sit at fractional epochs ``e - 1 + i / n``. A resumed run appends to the same log and
+    repeats the epochs after its last checkpoint: the later line of an (epoch, iteration) wins. Runs
+    whose log period exceeds an epoch have no iteration lines; their per-epoch summaries give
+    ``loss`` and ``acc`` at whole epochs instead.
+
+    Returns:
+        ``(curves, epochs)``: ``{series: sorted [(x, value)]}`` and the last finished epoch.
+    """
+    points: dict[str, dict[float, float]] = {}
+    summaries: dict[str, dict[float, float]] = {"loss": {}, "acc": {}}
+    epochs = 0
+    for line in lines:
+        m = _ITER_LINE.search(line)
+        if m:
+            e, i, n = int(m[1]), int(m[2]), int(m[3])
+            x = e - 1 + i / n
+            values = {"loss": m[4], **dict(_TERM.findall(m[5])), "acc": m[6], "lr": m[7]}
+            for name, v in values.items():
+                try:
+                    points.setdefault(name, {})[x] = float(v)
+                except ValueError:  # a term the format does not know how to read: leave it out
+                    continue
+            continue
+        m = _EPOCH_LINE.search(line)
+        if m:
+            epochs = int(m[1])  # after a resume the epochs restart below the previous maximum
+            summaries["loss"][float(epochs)] = float(m[2])
+            summaries["acc"][float(epochs)] = float(m[3])
+    if not points:
+        points = {k: v for k, v in summaries.items() if v}
+    return {k: sorted(v.items()) for k, v in points.items()}, epochs
+
+
+def _read_json(path: str, run: Run) -> Any | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:  # e.g. being rewritten by a running training right now
+        run.notes.append(f"{path} unreadable ({type(e).__name__}), left out")
+        return None
+
+
+def read_run(path: str) -> Run:
+    """Read one run folder (see the module docstring for the files).
+
+    Raises:
+        DataError: ``path`` is not a folder, or holds none of the files of a run.
+    """
+    if not os.path.isdir(path):
+        raise DataError(f"run folder {path} does not exist; pass OUTPUT_DIRs of train.py / test.py")
+    run = Run(path, name=os.path.basename(os.path.normpath(path)))
+    found = False
+    cfg_path = os.path.join(path, "config.yaml")
+    if os.path.isfile(cfg_path):
+        found = True
+        try:
+            with open(cfg_path) as f:
+                run.config = {k: v for k, v in _flatten(yaml.safe_load(f) or {}).items() if k not in NOT_COMPARED}
+        except yaml.YAMLError as e:
+            raise DataError(f"{cfg_path} is not valid YAML ({str(e).splitlines()[0]}); "
+                            "train.py writes it, restore it from the run") from e
+    log_path = os.path.join(path, "train_log.txt")
+    if os.path.isfile(log_path):
+        found = True
+        with open(log_path, errors="replace") as f:
+            run.curves, run.epochs = parse_train_log(f.readlines())
+    val_path = os.path.join(path, "val_results.json")
+    if os.path.isfile(val_path):
+        found = True
+        data = _read_json(val_path, run) or {}
+        run.validation = {int(e): r for e, r in data.items()}
+        run.epochs = max([run.epochs, *run.validation])
+    result_files = [os.path.join(path, "results.json")]
+    if found:  # a training run's tests may sit in sub-folders; a folder of test folders is no run
+        result_files += sorted(os.path.join(path, d, "results.json")
+                               for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    for res_path in filter(os.path.isfile, result_files):
+        found = True
+        data = _read_json(res_path, run)
+        if not data or "results" not in data:
+            continue
+        protocol = "new" if data.get("new_metric") or "NPO" in data["results"] else "standard"
+        if protocol in run.tests:
+            run.notes.append(f"{res_path}: another {protocol} result besides {run.tests[protocol][0]}, left out")
+            continue
+        run.tests[protocol] = (res_path, data["results"])
+    if not found:
+        runs_below = sorted(d for d in os.listdir(path) if any(
+            os.path.isfile(os.path.join(path, d, f)) for f in ("config.yaml", "results.json")))
+        hint = (f" (its sub-folders {', '.join(runs_below[:4])}{' ...' if len(runs_below) > 4 else ''} are runs: "
+                f"pass {os.path.join(path, '*')})" if runs_below else "")
+        raise DataError(f"{path} is not a run folder: it has no config.yaml, train_log.txt, val_results.json or "
+                        f"results.json; pass OUTPUT_DIRs of train.py / test.py{hint}")
+    return run
+
+
+def _run_names(paths: Sequence[str]) -> list[str]:
+    """Folder names when they tell the runs apart, else the paths as given."""
+    names = [os.path.basename(os.path.normpath(p)) for p in paths]
+    return names if len(set(names)) == len(names) else [os.path.normpath(p) for p in paths]
+
+
+def differing_keys(runs: Sequence[Run]) -> list[str]:
+    """Config keys whose value differs between the runs that have a config (sorted); none for one run.
+
+    A key missing from some configs (written before the key existed) is compared among the others."""
+    configs = [r.config for r in runs if r.config]
+    if len(configs) < 2:
+        return []
+    keys = sorted(set().union(*configs))
+    return [k for k in keys if len({json.dumps(c[k], sort_keys=True) for c in configs if k in c}) > 1]
+
+
+def _protocol_results(run: Run, protocol: str) -> tuple[dict | None, str]:
+    """``(results by split, source)`` of ``protocol``: test.py's results.json, else the last validation
+    when it was run under that protocol."""
+    if protocol in run.tests:
+        path, results = run.tests[protocol]
+        return results, os.path.relpath(path, run.path)
+    if run.validation:
+        epoch = max(run.validation)
+        results = run.validation[epoch]
+        if ("NPO" in results) == (protocol == "new"):
+            return results, f"val_results.json, epoch {epoch}"
+    return None, ""
+
+
+def _best_epoch(run: Run) -> tuple[int, float] | None:
+    """(epoch, mAP of the first split) of the validation with the highest mAP; the earlier epoch on ties."""
+    if not run.validation:
+        return None
+    scored = [(next(iter(r.values()))["mAP"], -e) for e, r in run.validation.items() if r]
+    if not scored:
+        return None
+    m, neg_e = max(scored)
+    return -neg_e, m
+
+
+def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[Any]], list[str]]:
+    """The comparison table: ``(header, rows of raw values (None = blank), source notes)``.
+
+    Metrics are fractions in [0, 1] here; :func:`write_table` shows them in percent."""
+    keys = differing_keys(runs)
+    groups = [("standard", "", ("ALL",))]
+    if any(_protocol_results(r, "new")[0] for r in runs):
+        groups.append(("new", "new ", SPLITS))
+    header = ["run", *keys, "epochs", "best epoch", "best mAP"]
+    for _, prefix, splits in groups:
+        for split in splits:
+            label = prefix + (split + " " if prefix else "")
+            header += [label + short for _, short in METRICS]
+    rows, sources = [], []
+    for run in runs:
+        best = _best_epoch(run)
+        row: list[Any] = [run.name, *(run.config.get(k) if run.config else None for k in keys), run.epochs or None,
+                          best[0] if best else None, best[1] if best else None]
+        for protocol, _, splits in groups:
+            results, source = _protocol_results(run, protocol)
+            for split in splits:
+                r = (results or {}).get(split)
+                row += [r.get(key) if r else None for key, _ in METRICS]
+            if source:
+                sources.append(f"{run.name}: {protocol} protocol from {source}")
+        rows.append(row)
+        sources += [f"{run.name}: {note}" for note in run.notes]
+    return header, rows, sources
+
+
+def _cell(value: Any, percent: bool) -> str:
+    if value is None:
+        return "-"
+    if percent and isinstance(value, float):
+        return f"{100 * value:.1f}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def write_table(runs: Sequence[Run], out: str) -> tuple[str, str, str]:
+    """Write ``out/runs.md`` (percent, one decimal) and ``out/runs.csv`` (raw fractions).
+
+    Returns:
+        ``(markdown table text, md path, csv path)``.
+    """
+    header, rows, sources = table_rows(runs)
+    first_metric = header.index("best mAP")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(v, i >= first_metric) for i, v in enumerate(row)) + " |")
+    text = "\n".join(lines)
+    md_path, csv_path = os.path.join(out, "runs.md"), os.path.join(out, "runs.csv")
+    with open(md_path, "w") as f:
+        f.write(text + "\n\nRank-1 / mAP / mINP in percent; best epoch / best mAP from the validation during training.\n")
+        if sources:
+            f.write("\nSources:\n\n" + "".join(f"- {s}\n" for s in sources))
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([["" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else v) for v in row]
+                          for row in rows])
+    return text, md_path, csv_path
+
+
+def _series(runs: Sequence[Run]) -> list[str]:
+    """Panel order: total loss, the loss terms (first-seen order over the runs), accuracy, lr, val mAP."""
+    terms: list[str] = []
+    for run in runs:
+        terms += [k for k in run.curves if k not in ("loss", "acc", "lr") and k not in terms]
+    panels = [k for k in ("loss", *terms, "acc", "lr") if any(k in r.curves for r in runs)]
+    if any(r.validation for r in runs):
+        panels.append("val mAP")
+    return panels
+
+
+def plot_curves(runs: Sequence[Run], path: str, cols: int = 4) -> str | None:
+    """Draw ``curves.png``: one panel per series, every run in its own colour, shared epoch axis.
+
+    Returns:
+        ``path``, or None when no run has a curve (nothing is written).
+    """
+    panels = _series(runs)
+    if not panels:
+        return None
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(3.6 * cols, 2.5 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    for ax, name in zip(axes, panels):
+        for run, colour in zip(runs, colours):
+            if name == "val mAP":
+                pts = sorted((float(e), 100 * next(iter(r.values()))["mAP"]) for e, r in run.validation.items() if r)
+            else:
+                pts = run.curves.get(name, [])
+            if pts:
+                xs, ys = zip(*pts)
+                # Markers: validation has a few points (every EVAL_PERIOD epochs), a line alone could hide them.
+                ax.plot(xs, ys, color=colour, marker="o", ms=4 if name == "val mAP" else 1.5, lw=1.2, label=run.name)
+        ax.set_title(name + (" (%)" if name == "val mAP" else ""), fontsize=10)
+        ax.grid(alpha=0.3)
+        if name == "lr":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[max(0, len(panels) - cols):len(panels)]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_tick_params(labelbottom=True)
+    handles = [h for ax in axes[:len(panels)] for h in ax.get_lines()]
+    labels = {h.get_label(): h for h in handles}
+    fig.legend(list(labels.values()), list(labels), loc="outside upper center", ncols=min(len(labels), 6))
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: see the module docstring."""
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="OUTPUT_DIR", help="run folders of train.py / test.py")
+    parser.add_argument("--out", metavar="DIR", default=os.path.join("logs", "summary"),
+                        help="where runs.md, runs.csv and curves.png go (default logs/summary)")
+    args = parser.parse_args(argv)
+    runs = [read_run(p) for p in args.runs]
+    for run, name in zip(runs, _run_names(args.runs)):
+        run.name = name
+    os.makedirs(args.out, exist_ok=True)
+    text, md_path, csv_path = write_table(runs, args.out)
+    png = plot_curves(runs, os.path.join(args.out, "curves.png"))
+    print(text)
+    print(f"\ntable: {md_path}, {csv_path}")
+    print(f"curves: {png}" if png else "curves: none (no run has a train_log.txt with loss lines or a validation)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
