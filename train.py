@@ -28,7 +28,7 @@ def build_trainer(cfg, resume: str | None = None):
     from processor.checkpointer import Checkpointer
     from processor.hooks import CheckpointHook, EvalHook, LoggingHook, TensorboardHook
     from processor.inference import evaluate, format_results, results_to_json
-    from processor.trainer import Trainer, amp_settings
+    from processor.trainer import Trainer, amp_settings, compile_model
     from solver import create_scheduler, make_optimizer
     from utils import comm
     from utils.logger import get_logger
@@ -42,6 +42,8 @@ def build_trainer(cfg, resume: str | None = None):
     optimizer = make_optimizer(cfg, model)
     scheduler = create_scheduler(cfg, optimizer)
     amp_dtype, use_scaler = amp_settings(cfg.SOLVER.AMP, cfg.SOLVER.AMP_DTYPE, device)
+    if cfg.SOLVER.COMPILE:  # before the DDP wrapper, so that evaluation (on the bare model) is compiled too
+        compile_model(model, cfg.SOLVER.COMPILE_MODE)
     if comm.get_world_size() > 1:
         # The reference keeps parameters that never receive gradients (checkpoint compatibility).
         model = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
@@ -53,6 +55,7 @@ def build_trainer(cfg, resume: str | None = None):
     if resume:
         trainer.start_epoch = checkpointer.resume(resume) + 1
     logger.info(f"training on {device} ({comm.get_world_size()} process(es)), AMP {amp_dtype}, "
+                f"{'compiled (' + cfg.SOLVER.COMPILE_MODE + ')' if cfg.SOLVER.COMPILE else 'eager'}, "
                 f"{len(train_loader)} iterations/epoch, epochs {trainer.start_epoch}..{cfg.SOLVER.MAX_EPOCHS}")
 
     main = comm.is_main_process()
@@ -63,7 +66,8 @@ def build_trainer(cfg, resume: str | None = None):
                  cfg.OUTPUT_DIR, results_to_json),
         # On every rank: saving gathers each rank's RNG state (rank 0 writes the files).
         CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.MODEL.NAME, extra={"config": cfg.dump()}),
-        TensorboardHook(os.path.join(cfg.OUTPUT_DIR, "tb")) if main and cfg.SOLVER.TENSORBOARD else None,
+        TensorboardHook(os.path.join(cfg.OUTPUT_DIR, "tb"), cfg.SOLVER.LOG_PERIOD)
+        if main and cfg.SOLVER.TENSORBOARD else None,
     ])
     return trainer
 
@@ -117,6 +121,8 @@ def main() -> int:
         cfg.defrost(); cfg.OUTPUT_DIR = output_dir; cfg.freeze()
     logger = setup_logger(output_dir, "train_log.txt", rank)
     logger.info(f"config file {config_file}, overrides {opts}")
+    if comm.is_dist():
+        logger.info(f"torch.distributed: {comm.backend()} backend, rank {rank} of {comm.get_world_size()}")
     if resume == "auto":
         resume = os.path.join(output_dir, "last.pth")
     if resume:  # before any data is read, and before config.yaml is replaced

@@ -139,9 +139,16 @@ _C.SOLVER.LOG_PERIOD = 100
 _C.SOLVER.EVAL_PERIOD = 10
 _C.SOLVER.IMS_PER_BATCH = 64
 # (new) Mixed precision: autocast with AMP_DTYPE ('float16' uses a GradScaler; on CPU float16 falls
-# back to bfloat16).
+# back to bfloat16, and a CPU without native bfloat16 (AVX512-BF16 / AMX) trains in float32 instead,
+# where autocast would be slower).
 _C.SOLVER.AMP = True
 _C.SOLVER.AMP_DTYPE = "float16"
+# (new) torch.compile the model (in place: state_dict keys and checkpoints are unchanged) for training
+# and evaluation. The first steps of each input shape / train-eval mode compile (tens of seconds to
+# minutes); shapes are static. COMPILE_MODE is torch.compile's mode: 'default', 'reduce-overhead'
+# (CUDA graphs), 'max-autotune', 'max-autotune-no-cudagraphs'.
+_C.SOLVER.COMPILE = False
+_C.SOLVER.COMPILE_MODE = "default"
 # (new) Abort after this many consecutive iterations with a non-finite loss (each one is skipped).
 _C.SOLVER.MAX_NONFINITE = 5
 # (new) Also write TensorBoard event files to OUTPUT_DIR/tb (needs the tensorboard package).

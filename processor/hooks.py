@@ -6,8 +6,9 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 from typing import Callable
+
+import torch
 
 from utils.logger import get_logger
 
@@ -15,18 +16,51 @@ from .checkpointer import Checkpointer
 from .trainer import HookBase
 
 
+class StepMeter:
+    """Sums of the trainer's per-step loss terms and accuracy, kept on the device.
+
+    Adding a step is a few device additions (no host-device synchronisation); :meth:`mean` reads all
+    the sums back at once. Skipped steps (no terms) are not counted.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every added step."""
+        self._sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, trainer) -> None:
+        """Accumulate the last step of ``trainer`` (``step_terms`` + ``'acc'``)."""
+        if not trainer.step_terms:
+            return
+        values = dict(trainer.step_terms)
+        acc = trainer.step_accuracy
+        values["acc"] = acc if acc is not None else torch.full_like(values["total"], float("nan"))
+        for k, v in values.items():
+            self._sums[k] = self._sums[k] + v if k in self._sums else v.float().clone()
+        self.count += 1
+
+    def mean(self) -> dict[str, float]:
+        """Per-term means over the added steps (one synchronisation); empty when none was added."""
+        if not self.count:
+            return {}
+        return dict(zip(self._sums, (torch.stack(list(self._sums.values())) / self.count).tolist()))
+
+
 class LoggingHook(HookBase):
     """Logs running epoch averages of every loss term (by name), accuracy, lr, images/s and ETA.
 
     Every ``period`` iterations a log line; a tqdm bar instead of nothing in between when stdout is
-    a terminal; an epoch summary at the end of each epoch.
+    a terminal (its loss figure refreshed at the log period); an epoch summary at the end of each
+    epoch. The averages are accumulated on the device and only read back when printed.
     """
 
     def __init__(self, period: int, use_tqdm: bool | None = None):
         self.period = max(1, period)
         self.use_tqdm = sys.stdout.isatty() if use_tqdm is None else use_tqdm
-        self._sums: dict[str, float] = defaultdict(float)
-        self._count = 0
+        self._meter = StepMeter()
         self._bar = None
 
     def before_train(self) -> None:
@@ -34,8 +68,7 @@ class LoggingHook(HookBase):
         self._done_iters = 0
 
     def before_epoch(self) -> None:
-        self._sums.clear()
-        self._count = 0
+        self._meter.reset()
         self._images = 0
         self._epoch_start = time.perf_counter()
         if self.use_tqdm:
@@ -43,24 +76,18 @@ class LoggingHook(HookBase):
 
             self._bar = tqdm(total=self.trainer.iters_per_epoch, desc=f"epoch {self.trainer.epoch}", leave=False)
 
-    def _avg(self) -> dict[str, float]:
-        return {k: v / max(1, self._count) for k, v in self._sums.items()}
-
     def after_step(self) -> None:
         t = self.trainer
-        if not t.losses:
-            return
-        for k, v in t.losses.items():
-            self._sums[k] += v
-        self._sums["acc"] += t.accuracy
-        self._count += 1
-        self._images += t.batch_size
-        self._done_iters += 1
+        if t.step_terms:
+            self._meter.add(t)
+            self._images += t.batch_size
+            self._done_iters += 1
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{self._sums['total'] / self._count:.3f}")
-        if (t.iter + 1) % self.period == 0:
-            avg = self._avg()
+        if (t.iter + 1) % self.period == 0 and self._meter.count:
+            avg = self._meter.mean()
+            if self._bar is not None:
+                self._bar.set_postfix(loss=f"{avg['total']:.3f}")
             elapsed = time.perf_counter() - self._epoch_start
             remaining_iters = (t.iters_per_epoch - t.iter - 1) + t.iters_per_epoch * (t.max_epochs - t.epoch)
             per_iter = (time.perf_counter() - self._train_start) / max(1, self._done_iters)
@@ -76,7 +103,7 @@ class LoggingHook(HookBase):
             self._bar = None
         t = self.trainer
         elapsed = time.perf_counter() - self._epoch_start
-        avg = self._avg()
+        avg = self._meter.mean()
         get_logger().info(
             f"Epoch {t.epoch} done in {elapsed:.1f}s ({self._images / max(elapsed, 1e-9):.1f} img/s), "
             f"loss {avg.get('total', float('nan')):.3f}, acc {avg.get('acc', float('nan')):.3f}"
@@ -127,20 +154,33 @@ class EvalHook(HookBase):
 
 
 class TensorboardHook(HookBase):
-    """Writes the per-iteration loss terms, accuracy and lr to ``log_dir`` (needs ``tensorboard``)."""
+    """Writes the loss terms, accuracy and lr to ``log_dir`` (needs ``tensorboard``): every ``period``
+    iterations (and at the end of an epoch) the means since the last write, accumulated on the device
+    so that the steps in between do not wait for the GPU."""
 
-    def __init__(self, log_dir: str):
+    def __init__(self, log_dir: str, period: int = 1):
         from torch.utils.tensorboard import SummaryWriter  # imported lazily: optional dependency
 
         self.writer = SummaryWriter(log_dir)
+        self.period = max(1, period)
+        self._meter = StepMeter()
 
-    def after_step(self) -> None:
+    def _write(self) -> None:
         t = self.trainer
         step = (t.epoch - 1) * t.iters_per_epoch + t.iter
-        for k, v in t.losses.items():
-            self.writer.add_scalar(f"loss/{k}", v, step)
-        self.writer.add_scalar("acc", t.accuracy, step)
+        for k, v in self._meter.mean().items():
+            self.writer.add_scalar("acc" if k == "acc" else f"loss/{k}", v, step)
         self.writer.add_scalar("lr", t.lr, step)
+        self._meter.reset()
+
+    def after_step(self) -> None:
+        self._meter.add(self.trainer)
+        if (self.trainer.iter + 1) % self.period == 0:
+            self._write()
+
+    def after_epoch(self) -> None:
+        if self._meter.count:
+            self._write()
 
     def after_train(self) -> None:
         self.writer.close()

@@ -1,15 +1,18 @@
-"""DistributedDataParallel on the CPU: ``torchrun --nproc_per_node 2 train.py`` with gloo.
+"""DistributedDataParallel on the CPU with gloo: ``torchrun --nproc_per_node 2 train.py``, and two
+``torchrun`` "nodes" of one process each joined by a c10d rendezvous on 127.0.0.1.
 
 A driver runs ``train.py``'s ``main`` unchanged, with one extra hook (added by wrapping
-``train.build_trainer``) that saves every rank's final weights, so the test can check that the ranks
-stayed in lockstep, and a NaN loss on rank 1 at one step, which both ranks must skip (a rank that went
-on to backward() would wait forever for the other's gradients). The run evaluates at its last epoch,
-i.e. the gathered evaluation runs too.
+``train.build_trainer``) that saves every rank's final weights, so the tests can check that the ranks
+stayed in lockstep. In the one-node run a NaN loss on rank 1 at one step must be skipped by both ranks
+(a rank that went on to backward() would wait forever for the other's gradients), and the run evaluates
+at its last epoch, i.e. the gathered evaluation runs too.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +20,8 @@ import textwrap
 import torch
 
 from tests.test_train import DEMO_CFG, REPO, tiny_cfg
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GLOO_SOCKET_IFNAME": "lo"}
 
 DRIVER = textwrap.dedent("""
     import os, sys
@@ -37,7 +42,7 @@ DRIVER = textwrap.dedent("""
     def build_trainer(cfg, resume=None):
         trainer = build(cfg, resume)
         trainer.register_hooks([SaveRankWeights(cfg.OUTPUT_DIR)])
-        if comm.get_rank() == 1:  # a NaN loss on rank 1 only, at its second step
+        if comm.get_rank() == {poison_rank}:  # a NaN loss on this rank only (-1: none), at its second step
             loss_fn, calls = trainer.loss_fn, []
 
             def poisoned(outputs, labels):
@@ -58,13 +63,13 @@ DRIVER = textwrap.dedent("""
 def test_torchrun_two_ranks_train_in_lockstep_and_gather_the_evaluation(synthetic_root, tmp_path):
     out = tmp_path / "ddp"
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(repo=REPO))
+    driver.write_text(DRIVER.format(repo=REPO, poison_rank=1))
     opts = ["MODEL.DEVICE", "cpu", "DATASETS.ROOT_DIR", synthetic_root, "OUTPUT_DIR", str(out),
             "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]",
             "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "1",
             "SOLVER.EVAL_PERIOD", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.LOG_PERIOD", "1",
             "TEST.IMS_PER_BATCH", "64"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    env = ENV
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(driver), "--config_file", DEMO_CFG, *opts],
                        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
@@ -99,3 +104,58 @@ def test_torchrun_two_ranks_train_in_lockstep_and_gather_the_evaluation(syntheti
     single = results_to_json(evaluate(cfg, model, val_loader, num_query, "cpu"))["ALL"]
     assert single["num_valid"] == val["num_valid"]
     assert abs(single["mAP"] - val["mAP"]) < 1e-5 and abs(single["rank1"] - val["rank1"]) < 1e-5
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_torchrun_nodes_with_c10d_rendezvous_end_with_the_same_weights(synthetic_root, tmp_path):
+    """Two launchers on localhost, as two machines would run them: same code, config and data paths, a
+    c10d rendezvous at node 0's address, each node its own OUTPUT_DIR (no shared storage needed)."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(repo=REPO, poison_rank=-1))  # no NaN: only the weights are saved
+    endpoint = f"127.0.0.1:{free_port()}"
+    procs, outs = [], []
+    for node in range(2):
+        out = tmp_path / f"node{node}"
+        outs.append(out)
+        opts = ["MODEL.DEVICE", "cpu", "DATASETS.ROOT_DIR", synthetic_root, "OUTPUT_DIR", str(out),
+                "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
+                "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "1",
+                "SOLVER.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.LOG_PERIOD", "1"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+               "--node_rank", str(node), "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint,
+               "--rdzv_id", "tsd_test", "--rdzv_conf", "join_timeout=120", "--max_restarts", "0",
+               str(driver), "--config_file", DEMO_CFG, *opts]
+        # Own session: a hung run is killed with all its workers.
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                                      env=ENV, start_new_session=True))
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=300)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    for p, text in zip(procs, logs):
+        assert p.returncode == 0, text[-3000:]
+
+    weights = {f.name: torch.load(f, weights_only=True) for out in outs for f in out.glob("rank*.pth")}
+    assert set(weights) == {"rank0.pth", "rank1.pth"}
+    w0, w1 = weights["rank0.pth"], weights["rank1.pth"]
+    assert w0.keys() == w1.keys()
+    # Every parameter agrees bitwise. BatchNorm running statistics are each rank's own after the last
+    # step (DDP copies rank 0's at the start of each forward; checkpoints hold rank 0's).
+    running = ("running_mean", "running_var")
+    diverged = [k for k in w0 if not k.endswith(running) and not torch.equal(w0[k], w1[k])]
+    assert not diverged, f"the nodes' weights diverged: {diverged}"
+    main_out = next(out for out in outs if (out / "rank0.pth").exists())
+    assert "gloo backend, rank 0 of 2" in (main_out / "train_log.txt").read_text()
+    ckpt = torch.load(main_out / "transformer_1.pth", weights_only=True)
+    assert all(torch.equal(ckpt[k], w0[k]) for k in w0)

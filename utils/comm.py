@@ -23,24 +23,32 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
 
 
+def backend() -> str | None:
+    """The process group's backend ('nccl', 'gloo'), None without one."""
+    return dist.get_backend() if is_dist() else None
+
+
 def is_main_process() -> bool:
     """True on rank 0, the process that logs, writes checkpoints and computes the metrics."""
     return get_rank() == 0
 
 
 def init_distributed(device: str) -> tuple[int, int]:
-    """Join the process group set up by ``torchrun`` (env ``WORLD_SIZE`` > 1); no-op otherwise.
+    """Join the process group set up by ``torchrun`` (env ``WORLD_SIZE``, set by any launcher, even
+    for one process, so that a one-process ``torchrun`` run exercises the backend); no-op otherwise.
 
     NCCL on CUDA, gloo on CPU. Returns ``(rank, local_rank)``.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or is_dist():
+    if "WORLD_SIZE" not in os.environ or is_dist():
         return get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device == "cuda" else "gloo"
     if device == "cuda":
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend)
+    # One collective now: an unreachable rank or a broken NCCL / network set-up fails here, at start-up,
+    # not at the first gradient all-reduce (NCCL creates its communicator lazily).
+    dist.barrier(device_ids=[local_rank] if device == "cuda" else None)
     return dist.get_rank(), local_rank
 
 
