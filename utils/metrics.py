@@ -434,6 +434,9 @@ class ReidEvaluator:
     re-ranking (:func:`utils.reranking.k_reciprocal_rerank`, parameters ``k1``, ``k2``,
     ``lambda_value``) on the part distance. Features stay on the device they arrive on and the
     distance is computed there; ``chunk_size`` bounds every temporary block (elements).
+
+    ``token_names`` (one per token: global, then the parts) turns on per-token metrics: every result
+    then also holds ``'per_token': {name: result without 'per_query'}`` (see :meth:`_per_token`).
     """
 
     def __init__(
@@ -445,6 +448,7 @@ class ReidEvaluator:
         reranking: bool = False,
         rerank_params: Optional[Mapping[str, Union[int, float]]] = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        token_names: Optional[Sequence[str]] = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ConfigError(f"unknown evaluation protocol {protocol!r}: use one of {PROTOCOLS}")
@@ -458,13 +462,20 @@ class ReidEvaluator:
         self.reranking = reranking
         self.rerank_params = {**DEFAULT_RERANK_PARAMS, **(rerank_params or {})}
         self.chunk_size = chunk_size
+        self.token_names = list(token_names) if token_names is not None else None
         self.reset()
 
     @classmethod
     def from_cfg(cls, cfg: CfgNode, num_query: int) -> "ReidEvaluator":
-        """Evaluator configured by ``cfg.TEST`` (FEAT_NORM, NEW_METRIC, RE_RANKING, RE_RANKING_K1/K2/LAMBDA)."""
+        """Evaluator configured by ``cfg.TEST`` (FEAT_NORM, NEW_METRIC, RE_RANKING, RE_RANKING_K1/K2/LAMBDA,
+        PER_PART with the part names of ``cfg.INPUT.MASK_PREPROCESS``)."""
         if cfg.TEST.FEAT_NORM not in ("yes", "no"):
             raise ConfigError(f"TEST.FEAT_NORM is {cfg.TEST.FEAT_NORM!r}: set it to 'yes' or 'no'")
+        token_names = None
+        if cfg.TEST.PER_PART:
+            from datasets.masks import part_names  # the part order of the model's tokens
+
+            token_names = ["global"] + [n.removesuffix("_mask") for n in part_names(cfg.INPUT.MASK_PREPROCESS)]
         return cls(
             num_query,
             feat_norm=cfg.TEST.FEAT_NORM == "yes",
@@ -475,6 +486,7 @@ class ReidEvaluator:
                 "k2": cfg.TEST.RE_RANKING_K2,
                 "lambda_value": cfg.TEST.RE_RANKING_LAMBDA,
             },
+            token_names=token_names,
         )
 
     def reset(self) -> None:
@@ -549,4 +561,40 @@ class ReidEvaluator:
         else:
             distmat = query_gallery_distance(self._feats, self._vis, self.num_query, self.feat_norm, self.chunk_size)
         results = evaluate_rankings(distmat, pids[q], pids[g], camids[q], camids[g], ignored, self.max_rank, self.chunk_size)
+        if self.token_names is not None:
+            for name, per_token in self._per_token(pids, camids, ignored).items():
+                results[name]["per_token"] = per_token
         return (results, distmat) if return_distmat else results
+
+    def _per_token(self, pids: torch.Tensor, camids: torch.Tensor, ignored: dict[str, torch.Tensor]) -> dict[str, dict]:
+        """``{protocol split: {token name: result}}``, each token evaluated alone.
+
+        A token alone ranks by its Euclidean distance (the evaluator's formula with that one token,
+        i.e. unweighted where both images see it). Queries that do not see the token are left out
+        (``num_valid``); gallery images that do not see it get distance +inf, after every visible one
+        (ties by gallery index, as always): a hidden part costs that token its matches.
+        """
+        num_tokens = self._feats[0].shape[1]
+        names = self.token_names if len(self.token_names) == num_tokens else [f"token{p}" for p in range(num_tokens)]
+        q, g = slice(None, self.num_query), slice(self.num_query, None)
+        vis = torch.cat(self._vis)
+        out: dict[str, dict] = {split: {} for split in ignored}
+        for p, name in enumerate(names):
+            seen = vis[:, p] > 0
+            keep = seen[q].cpu()
+            if not keep.any():  # no query sees this part
+                none = torch.empty(0, dtype=torch.float64)
+                for split in out:
+                    out[split][name] = _summarise([(none, none, torch.zeros(0, min(self.max_rank, len(seen) - self.num_query)))])
+                    out[split][name].pop("per_query")
+                continue
+            dist = query_gallery_distance([f[:, p : p + 1] for f in self._feats], [v[:, p : p + 1] for v in self._vis],
+                                          self.num_query, self.feat_norm, self.chunk_size)
+            dist = dist[keep.to(dist.device)]
+            dist[:, ~seen[g].to(dist.device)] = float("inf")
+            res = evaluate_rankings(dist, pids[q][keep], pids[g], camids[q][keep], camids[g], ignored, self.max_rank,
+                                    self.chunk_size)
+            for split, r in res.items():
+                r.pop("per_query")
+                out[split][name] = r
+        return out
