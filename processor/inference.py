@@ -12,6 +12,7 @@ from torch import nn
 from utils import comm
 from utils.logger import get_logger
 from utils.metrics import ReidEvaluator
+from utils.progress import Progress
 
 from .checkpointer import unwrap
 
@@ -39,15 +40,17 @@ def extract_features(model: nn.Module, loader, device: str, flip: bool = False,
     feats, vis, pids, camids, occ, paths = [], [], [], [], [], []
     autocast = (torch.autocast(device_type=device, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
-    for imgs, pid, camid, occ_l, path in loader:
-        with autocast:
-            f, v = _features(model, imgs.to(device, non_blocking=True), torch.as_tensor(camid).to(device), flip)[:2]
-        feats.append(f.float())
-        vis.append(v.float())
-        pids.append(torch.as_tensor(pid))
-        camids.append(torch.as_tensor(camid))
-        occ.append(torch.as_tensor(occ_l))
-        paths.extend(path)
+    with Progress(len(loader), "feature extraction", "batches") as progress:
+        for imgs, pid, camid, occ_l, path in loader:
+            with autocast:
+                f, v = _features(model, imgs.to(device, non_blocking=True), torch.as_tensor(camid).to(device), flip)[:2]
+            feats.append(f.float())
+            vis.append(v.float())
+            pids.append(torch.as_tensor(pid))
+            camids.append(torch.as_tensor(camid))
+            occ.append(torch.as_tensor(occ_l))
+            paths.extend(path)
+            progress.update()
     return {"feats": torch.cat(feats), "vis": torch.cat(vis), "pids": torch.cat(pids),
             "camids": torch.cat(camids), "occ": torch.cat(occ), "paths": paths}
 

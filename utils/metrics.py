@@ -35,6 +35,7 @@ import torch
 from yacs.config import CfgNode
 
 from utils.errors import ConfigError, DataError
+from utils.progress import Progress
 from utils.reranking import k_reciprocal_rerank
 
 # Elements of one temporary block (rows x columns): 8 Mi elements = 32 MiB of float32. Few large
@@ -208,6 +209,7 @@ def part_distance(query: PartFeatures, gallery: RowSource, chunk_size: int = DEF
     # reused for every block: no allocation (and no page faults) inside the loop
     feats_buf = query.feats.new_empty((step, num_tokens, channels))
     acc_buf, weight_buf, dist_buf, prod_buf = query.feats.new_empty((4, num_q * step))
+    progress = Progress(num_g, "distance", "gallery images")
     for j0 in range(0, num_g, step):
         block = gallery.rows(j0, min(j0 + step, num_g), feats_buf)
         width = len(block)
@@ -239,6 +241,8 @@ def part_distance(query: PartFeatures, gallery: RowSource, chunk_size: int = DEF
         if not binary:
             weight_sum.masked_fill_(weight_sum == 0, 1)
         out[:, j0 : j0 + width].index_copy_(0, order, acc.div_(weight_sum))
+        progress.update(width)
+    progress.close()
     return out
 
 
@@ -392,6 +396,7 @@ def evaluate_rankings(
     identities = _IdentityIndex(g_pids)
     # small blocks: sorting is cache-bound, and a sorted copy (plus key copies for negative distances)
     step = max(1, chunk_size // (4 * num_g))
+    progress = Progress(num_q, "ranking", "queries")
     for i0 in range(0, num_q, step):
         i1 = min(i0 + step, num_q)
         pos, cols, valid = _identity_positions(distmat[i0:i1], *identities.lookup(q_pids[i0:i1]))
@@ -399,6 +404,8 @@ def evaluate_rankings(
         for name, mask in ignored.items():
             removed = same_cam | (valid & mask[cols])
             parts[name].append(_query_scores(pos, removed, valid & ~removed, max_rank))
+        progress.update(i1 - i0)
+    progress.close()
     return {name: _summarise(chunks) for name, chunks in parts.items()}
 
 
@@ -575,7 +582,8 @@ class ReidEvaluator:
         (ties by gallery index, as always): a hidden part costs that token its matches.
         """
         num_tokens = self._feats[0].shape[1]
-        names = self.token_names if len(self.token_names) == num_tokens else [f"token{p}" for p in range(num_tokens)]
+        names = (self.token_names if len(self.token_names) == num_tokens  # else a model without these parts (ViT)
+                 else ["global", *(f"token{p}" for p in range(1, num_tokens))])
         q, g = slice(None, self.num_query), slice(self.num_query, None)
         vis = torch.cat(self._vis)
         out: dict[str, dict] = {split: {} for split in ignored}
