@@ -299,6 +299,8 @@ def _measure(args: argparse.Namespace, dim: int, reranking: bool) -> dict:
     base = _spawn("features", args, dim, reranking)["maxrss_mib"]
     rows = {}
     for method in METHODS:
+        if method == "reference" and args.no_reference:
+            continue
         if method == "reference" and 16 * tokens * (num_all**2 if reranking else num_q * num_g) > REFERENCE_MEMORY_LIMIT:
             print(f"reference skipped: its (1+P) x {'N x N' if reranking else 'Q x G'} tensors exceed "
                   f"{REFERENCE_MEMORY_LIMIT / 2**30:.0f} GiB (use --fraction)")
@@ -339,6 +341,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--reranking", nargs="?", const="yes", default="no", choices=["no", "yes", "both"],
                         help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3): yes (the bare flag), no, or both")
     parser.add_argument("--threads", type=int, default=2, help="torch / BLAS threads of each measurement")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference algorithm (slow at large sizes)")
     parser.add_argument("--child", choices=["features", *METHODS], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.scale in SIZES:

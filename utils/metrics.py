@@ -554,20 +554,21 @@ class ReidEvaluator:
         g_labels = None if any(o is None for o in self._occ) else torch.cat(self._occ)[g]
         ignored = self._ignored(g_labels, num_all - self.num_query)
         if self.reranking:
-            # the pair distances need random access: one normalised copy of everything
-            feats = FeatureBank(self._feats, self._vis, self.feat_norm).rows(0, num_all)
+            source = {"feats": FeatureBank(self._feats, self._vis, self.feat_norm).rows(0, num_all)}
             distmat = k_reciprocal_rerank(
-                lambda i0, i1: part_distance(feats.rows(i0, i1), feats, self.chunk_size),
-                lambda a, b: pair_distance(feats, a, b, self.chunk_size),
+                lambda i0, i1: part_distance(source["feats"].rows(i0, i1), source["feats"], self.chunk_size),
+                lambda a, b: pair_distance(source["feats"], a, b, self.chunk_size),
                 self.num_query,
                 num_all,
                 chunk_size=self.chunk_size,
+                release=source.clear,  # the normalised copy is freed before the Jaccard step
                 **self.rerank_params,
             )
-            del feats
         else:
             distmat = query_gallery_distance(self._feats, self._vis, self.num_query, self.feat_norm, self.chunk_size)
         results = evaluate_rankings(distmat, pids[q], pids[g], camids[q], camids[g], ignored, self.max_rank, self.chunk_size)
+        if not return_distmat:
+            del distmat  # per-token metrics need a (Q, G) matrix of their own
         if self.token_names is not None:
             for name, per_token in self._per_token(pids, camids, ignored).items():
                 results[name]["per_token"] = per_token

@@ -25,7 +25,7 @@ Differences from the reference, none of which changes the algorithm:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -49,12 +49,14 @@ def k_reciprocal_rerank(
     k2: int = 6,
     lambda_value: float = 0.3,
     chunk_size: int = 1 << 23,
+    release: Optional[Callable[[], None]] = None,
 ) -> torch.Tensor:
     """Re-ranked query-to-gallery distance (Q, G) float32.
 
     Images 0..num_query-1 are the queries, the rest (up to ``num_all``) the gallery; ``row_distance``
     and ``pair_distance`` give the original distance between any two of them (config keys
-    TEST.RE_RANKING_K1 / K2 / LAMBDA).
+    TEST.RE_RANKING_K1 / K2 / LAMBDA). ``release`` is called once neither is needed any more (the
+    caller frees their data there, before the Jaccard step's allocations).
     """
     if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
         raise ConfigError(
@@ -66,6 +68,8 @@ def k_reciprocal_rerank(
     num_near = min(max(4 * (k1 + 1), k2), num_all)
     near = _nearest(row_distance, num_query, num_all, num_near, chunk_size)
     weights = _expansion_weights(near, pair_distance, k1, chunk_size)
+    if release is not None:  # the original distance is not asked for any more
+        release()
     if k2 != 1:
         weights = _query_expansion(weights, near.index[:, :k2])
     _blend_jaccard(near.original, weights, num_query, lambda_value, chunk_size)
