@@ -22,7 +22,10 @@ C channels, B = ``chunk_size`` elements): the (Q, G) float32 distance, the norma
 their per-token copies (2·Q·T·C floats), and about 4·B float32 of distance buffers (plus a
 gallery buffer of at most B floats) or, while ranking, a sorted int32 copy of B/4 distances.
 Re-ranking (utils/reranking.py) adds one normalised copy of all N·T·C features (random access for
-the pair distances), O(N·k1) indices and a sparse N x N matrix with O(k1·k2) entries per row.
+the pair distances; freed before the Jaccard step), O(N·k1) indices and a sparse N x N matrix with
+O(k1·k2) entries per row. Per-token metrics (``token_names``) add one more (Q, G) distance at a time,
+after the main one is dropped. At MSMT17's size (11,659 x 82,161, 6 x 768) the features are 1.7 GB
+and a (Q, G) float32 matrix 3.8 GB.
 """
 from __future__ import annotations
 
@@ -556,7 +559,8 @@ class ReidEvaluator:
         if self.reranking:
             source = {"feats": FeatureBank(self._feats, self._vis, self.feat_norm).rows(0, num_all)}
             distmat = k_reciprocal_rerank(
-                lambda i0, i1: part_distance(source["feats"].rows(i0, i1), source["feats"], self.chunk_size),
+                lambda i0, i1, j0: part_distance(source["feats"].rows(i0, i1), source["feats"].rows(j0, num_all),
+                                                 self.chunk_size),
                 lambda a, b: pair_distance(source["feats"], a, b, self.chunk_size),
                 self.num_query,
                 num_all,
