@@ -12,8 +12,9 @@ Differences from the reference, none of which changes the algorithm:
 * The (N, N) distance (N = queries + gallery) is never materialised. Its upper triangle is read
   through callables in row blocks, once (each distance serves its row and, by symmetry, its column:
   half the GEMMs): the 4 (k1 + 1) nearest images of every row (``torch.topk``, merged across
-  blocks) with their distances, the row maxima and the query-to-gallery block are kept. The expanded sets take their
-  weights from those neighbour lists; the rare member outside them is asked of ``pair_distance``.
+  blocks) with their distances, the row maxima and the query-to-gallery block are kept. The
+  expanded sets take their weights from those neighbour lists; the rare member outside them is
+  asked of ``pair_distance``.
   Memory: O(N·k1) neighbours, a sparse V with O(k1·k2) entries per row, the (Q, G) result and
   temporaries of about ``chunk_size`` elements (row blocks: at least MIN_BLOCK_ROWS x N). Every
   pass logs its progress with an ETA when it runs for long (utils/progress.py).
@@ -119,7 +120,7 @@ def _nearest(block_distance: BlockDistance, num_query: int, num_all: int, num_ne
             row_max[i0:i1] = torch.maximum(row_max[i0:i1], block.max(1).values)
             top = torch.topk(block, min(num_near, block.shape[1]), dim=1, largest=False)
             _merge(best, i0, top.values, top.indices + i0, chunk_size)
-            later = block[:, i1 - i0 :]  # column j: row i0 + j's distances to the rows of I
+            later = block[:, i1 - i0 :]  # column c: image i1 + c's distances to the rows of I
             if later.shape[1]:
                 row_max[i1:] = torch.maximum(row_max[i1:], later.max(0).values)
                 top = torch.topk(later, min(num_near, i1 - i0), dim=0, largest=False)
