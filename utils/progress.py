@@ -23,7 +23,7 @@ class Progress:
     Use as a context manager: ``with Progress(total, "re-ranking: row pass", "rows") as p: ... p.update(n)``.
     """
 
-    def __init__(self, total: int, desc: str, unit: str = "it", delay: float = 10.0, interval: float = 30.0,
+    def __init__(self, total: float, desc: str, unit: str = "it", delay: float = 10.0, interval: float = 30.0,
                  bar: Optional[bool] = None) -> None:
         self.total, self.desc, self.unit = total, desc, unit
         self.delay, self.interval = delay, interval
@@ -32,7 +32,7 @@ class Progress:
         use_bar = sys.stderr.isatty() if bar is None else bar
         self._bar = tqdm(total=total, desc=desc, unit=unit, delay=delay, leave=False, file=sys.stderr) if use_bar else None
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: float = 1) -> None:
         """Add ``n`` finished units."""
         self.done += n
         if self._bar is not None:
@@ -47,7 +47,7 @@ class Progress:
         """``desc: done/total unit (pct), elapsed, ETA``."""
         elapsed = (time.perf_counter() if now is None else now) - self.start
         eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-        return (f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / max(self.total, 1):.0f}%), "
+        return (f"{self.desc}: {self.done:,.0f}/{self.total:,.0f} {self.unit} ({100 * self.done / max(self.total, 1):.0f}%), "
                 f"{tqdm.format_interval(elapsed)} elapsed, ETA {tqdm.format_interval(eta) if self.done else '?'}")
 
     def close(self) -> None:

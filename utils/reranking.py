@@ -52,15 +52,12 @@ def k_reciprocal_rerank(
     k2: int = 6,
     lambda_value: float = 0.3,
     chunk_size: int = 1 << 23,
-    release: Optional[Callable[[], None]] = None,
 ) -> torch.Tensor:
     """Re-ranked query-to-gallery distance (Q, G) float32.
 
     Images 0..num_query-1 are the queries, the rest (up to ``num_all``) the gallery; ``block_distance``
     (rows i0:i1, columns j0:N; only j0 = i0 is asked for) and ``pair_distance`` give the original,
-    symmetric distance between any two of them (config keys
-    TEST.RE_RANKING_K1 / K2 / LAMBDA). ``release`` is called once neither is needed any more (the
-    caller frees their data there, before the Jaccard step's allocations).
+    symmetric distance between any two of them (config keys TEST.RE_RANKING_K1 / K2 / LAMBDA).
     """
     if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
         raise ConfigError(
@@ -72,8 +69,6 @@ def k_reciprocal_rerank(
     num_near = min(max(4 * (k1 + 1), k2), num_all)
     near = _nearest(block_distance, num_query, num_all, num_near, chunk_size)
     weights = _expansion_weights(near, pair_distance, k1, chunk_size)
-    if release is not None:  # the original distance is not asked for any more
-        release()
     if k2 != 1:
         weights = _query_expansion(weights, near.index[:, :k2])
     _blend_jaccard(near.original, weights, num_query, lambda_value, chunk_size)
@@ -108,7 +103,9 @@ def _nearest(block_distance: BlockDistance, num_query: int, num_all: int, num_ne
     step = max(1, chunk_size // num_all, min(MIN_BLOCK_ROWS, num_all))
     best: Optional[tuple[torch.Tensor, torch.Tensor]] = None
     row_max = original = None
-    with Progress(num_all, "re-ranking: distances and nearest neighbours", "rows") as progress:
+    # work of a block ~ its pairs: the first blocks of the triangle are the widest
+    pairs = sum((min(i0 + step, num_all) - i0) * (num_all - i0) for i0 in range(0, num_all, step)) / 1e6
+    with Progress(pairs, "re-ranking: distances and nearest neighbours", "M pairs") as progress:
         for i0 in range(0, num_all, step):
             i1 = min(i0 + step, num_all)
             block = block_distance(i0, i1, i0).float()  # (i1 - i0, N - i0), raw distances
@@ -129,7 +126,7 @@ def _nearest(block_distance: BlockDistance, num_query: int, num_all: int, num_ne
             if i0 < num_query:
                 q1 = min(i1, num_query)
                 original[i0:q1] = block[: q1 - i0, num_query - i0 :]
-            progress.update(i1 - i0)
+            progress.update((i1 - i0) * (num_all - i0) / 1e6)
     # as the reference, every distance of row i divided by the row's maximum (after the selection:
     # a positive per-row factor does not change the order, and the quotients are the same floats)
     dist = best[0].div_(row_max[:, None])
