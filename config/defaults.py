@@ -171,6 +171,11 @@ _C.TEST.RE_RANKING_K2 = 6
 _C.TEST.RE_RANKING_LAMBDA = 0.3
 # (new) Average the features of the image and its horizontal flip.
 _C.TEST.FLIP_FEATS = False
+# (new) Also report Rank-1 / mAP of each token alone (global, then each part of INPUT.MASK_PREPROCESS
+# by name), in the printed table, results.json and val_results.json. A token alone ranks by its own
+# Euclidean distance; queries that do not see it are left out (its 'queries' count) and gallery images
+# that do not see it go to the end of the ranking. Never re-ranked.
+_C.TEST.PER_PART = False
 
 # -----------------------------------------------------------------------------------------------
 _C.OUTPUT_DIR = ""

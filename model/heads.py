@@ -1,6 +1,8 @@
 """Small heads shared by the TSD model and the ViT baseline (reference spec section 4.2)."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -15,8 +17,11 @@ def bnneck(dim: int) -> nn.BatchNorm1d:
 
 
 def id_classifier(in_dim: int, num_classes: int) -> nn.Linear:
-    """Bias-free linear identity classifier, weights ~ N(0, 0.001^2)."""
-    fc = nn.Linear(in_dim, num_classes, bias=False)
+    """Bias-free linear identity classifier, weights ~ N(0, 0.001^2). ``num_classes`` 0 (evaluation-only
+    data sets such as occ_reid) gives an empty classifier that evaluation never uses."""
+    with warnings.catch_warnings():  # nn.Linear's own init warns about the empty weight; it is re-drawn below
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
+        fc = nn.Linear(in_dim, num_classes, bias=False)
     nn.init.normal_(fc.weight, std=0.001)
     return fc
 

@@ -12,6 +12,7 @@ from torch import nn
 from utils import comm
 from utils.logger import get_logger
 from utils.metrics import ReidEvaluator
+from utils.progress import Progress
 
 from .checkpointer import unwrap
 
@@ -39,15 +40,17 @@ def extract_features(model: nn.Module, loader, device: str, flip: bool = False,
     feats, vis, pids, camids, occ, paths = [], [], [], [], [], []
     autocast = (torch.autocast(device_type=device, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
-    for imgs, pid, camid, occ_l, path in loader:
-        with autocast:
-            f, v = _features(model, imgs.to(device, non_blocking=True), torch.as_tensor(camid).to(device), flip)[:2]
-        feats.append(f.float())
-        vis.append(v.float())
-        pids.append(torch.as_tensor(pid))
-        camids.append(torch.as_tensor(camid))
-        occ.append(torch.as_tensor(occ_l))
-        paths.extend(path)
+    with Progress(len(loader), "feature extraction", "batches") as progress:
+        for imgs, pid, camid, occ_l, path in loader:
+            with autocast:
+                f, v = _features(model, imgs.to(device, non_blocking=True), torch.as_tensor(camid).to(device), flip)[:2]
+            feats.append(f.float())
+            vis.append(v.float())
+            pids.append(torch.as_tensor(pid))
+            camids.append(torch.as_tensor(camid))
+            occ.append(torch.as_tensor(occ_l))
+            paths.extend(path)
+            progress.update()
     return {"feats": torch.cat(feats), "vis": torch.cat(vis), "pids": torch.cat(pids),
             "camids": torch.cat(camids), "occ": torch.cat(occ), "paths": paths}
 
@@ -98,26 +101,44 @@ def evaluate(cfg, model: nn.Module, val_loader, num_query: int, device: str) -> 
 SPLIT_NAMES = {"all": "ALL", "npo": "NPO", "ntp": "NTP"}
 
 
+def _row(label: str, r: dict) -> str:
+    cmc = np.asarray(r["cmc"])
+
+    def rank(k: int) -> float:  # NaN, not 0, where no query counts (a part that no query sees)
+        return 100 * float(cmc[min(k, len(cmc)) - 1]) if len(cmc) and r["num_valid"] else float("nan")
+
+    return (f"{label:<10}{rank(1):>8.1f}{rank(5):>8.1f}{rank(10):>9.1f}"
+            f"{100 * r['mAP']:>8.1f}{100 * r['mINP']:>8.1f}{r['num_valid']:>9d}")
+
+
 def format_results(results: dict[str, dict], title: str = "") -> str:
-    """A table: one row per protocol split with Rank-1/5/10, mAP, mINP (percent) and valid queries."""
+    """A table: one row per protocol split with Rank-1/5/10, mAP, mINP (percent) and valid queries,
+    followed by one indented row per token when the results hold per-token metrics (TEST.PER_PART)."""
     lines = [title] if title else []
-    lines.append(f"{'split':<6}{'Rank-1':>8}{'Rank-5':>8}{'Rank-10':>9}{'mAP':>8}{'mINP':>8}{'queries':>9}")
+    lines.append(f"{'split':<10}{'Rank-1':>8}{'Rank-5':>8}{'Rank-10':>9}{'mAP':>8}{'mINP':>8}{'queries':>9}")
     for key, r in results.items():
-        cmc = np.asarray(r["cmc"])
-        def rank(k: int) -> float:
-            return 100 * float(cmc[min(k, len(cmc)) - 1])
-        lines.append(f"{SPLIT_NAMES.get(key, key):<6}{rank(1):>8.1f}{rank(5):>8.1f}{rank(10):>9.1f}"
-                     f"{100 * r['mAP']:>8.1f}{100 * r['mINP']:>8.1f}{r['num_valid']:>9d}")
+        lines.append(_row(SPLIT_NAMES.get(key, key), r))
+        lines += [_row(f"  {name}", t) for name, t in r.get("per_token", {}).items()]
     return "\n".join(lines)
 
 
+def _json_row(r: dict) -> dict:
+    cmc = [float(x) for x in np.asarray(r["cmc"])]
+
+    def rank(k: int) -> float:
+        return cmc[min(k, len(cmc)) - 1] if cmc and r["num_valid"] else float("nan")
+
+    return {"rank1": rank(1), "rank5": rank(5), "rank10": rank(10), "mAP": float(r["mAP"]),
+            "mINP": float(r["mINP"]), "num_valid": int(r["num_valid"]), "cmc": cmc}
+
+
 def results_to_json(results: dict[str, dict]) -> dict[str, dict]:
-    """JSON-serialisable copy of ``results`` (Rank-1/5/10 and the full CMC as percent lists)."""
+    """JSON-serialisable copy of ``results`` (Rank-1/5/10 and the full CMC as fractions in [0, 1]);
+    per-token metrics (TEST.PER_PART) go to ``'per_part': {token name: the same fields but 'cmc'}``."""
     out = {}
     for key, r in results.items():
-        cmc = [float(x) for x in np.asarray(r["cmc"])]
-        out[SPLIT_NAMES.get(key, key)] = {
-            "rank1": cmc[0], "rank5": cmc[min(5, len(cmc)) - 1], "rank10": cmc[min(10, len(cmc)) - 1],
-            "mAP": float(r["mAP"]), "mINP": float(r["mINP"]), "num_valid": int(r["num_valid"]), "cmc": cmc,
-        }
+        out[SPLIT_NAMES.get(key, key)] = row = _json_row(r)
+        if "per_token" in r:
+            row["per_part"] = {name: {k: v for k, v in _json_row(t).items() if k != "cmc"}
+                               for name, t in r["per_token"].items()}
     return out

@@ -68,7 +68,7 @@ def test_torchrun_two_ranks_train_in_lockstep_and_gather_the_evaluation(syntheti
             "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]",
             "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "1",
             "SOLVER.EVAL_PERIOD", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.LOG_PERIOD", "1",
-            "TEST.IMS_PER_BATCH", "64"]
+            "TEST.IMS_PER_BATCH", "64", "TEST.PER_PART", "True"]
     env = ENV
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(driver), "--config_file", DEMO_CFG, *opts],
@@ -97,13 +97,17 @@ def test_torchrun_two_ranks_train_in_lockstep_and_gather_the_evaluation(syntheti
     from processor.inference import evaluate, results_to_json
 
     val = json.loads((out / "val_results.json").read_text())["2"]["ALL"]
-    cfg = tiny_cfg(synthetic_root, str(tmp_path / "single"))
+    cfg = tiny_cfg(synthetic_root, str(tmp_path / "single"), "TEST.PER_PART", "True")
     _, val_loader, num_query, num_classes, cams, views = make_dataloader(cfg)
     model = make_model(cfg, num_classes, cams, views)
     model.load_state_dict(w0)
     single = results_to_json(evaluate(cfg, model, val_loader, num_query, "cpu"))["ALL"]
     assert single["num_valid"] == val["num_valid"]
     assert abs(single["mAP"] - val["mAP"]) < 1e-5 and abs(single["rank1"] - val["rank1"]) < 1e-5
+    assert list(val["per_part"]) == ["global", "head", "arm", "torso", "leg", "feet"]
+    for name, part in val["per_part"].items():  # per-part metrics of the gathered evaluation too
+        assert part["num_valid"] == single["per_part"][name]["num_valid"]
+        assert abs(part["mAP"] - single["per_part"][name]["mAP"]) < 1e-5, name
 
 
 def free_port() -> int:

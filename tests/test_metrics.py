@@ -257,9 +257,25 @@ def test_rerank_equals_the_dense_reference(k1: int, k2: int, lambda_value: float
     x = torch.randn(20, 16, generator=gen)[pids] + 0.8 * torch.randn(100, 16, generator=gen)
     dist = torch.cdist(x, x)
     dist = (dist + dist.T) / 2  # the reference's column normalisation assumes symmetry
-    ours = k_reciprocal_rerank(lambda a, b: dist[a:b], lambda a, b: dist[a, b], 30, 100, k1, k2, lambda_value, chunk_size)
+    ours = k_reciprocal_rerank(lambda a, b, c: dist[a:b, c:], lambda a, b: dist[a, b], 30, 100, k1, k2, lambda_value, chunk_size)
     np.testing.assert_allclose(ours.numpy(), reference_rerank(dist.numpy(), 30, k1, k2, lambda_value), rtol=0, atol=2e-6)
     assert torch.equal(dist, (dist + dist.T) / 2)  # the callables' tensors are left alone
+
+
+@pytest.mark.parametrize("block_rows", [7, 64])
+def test_rerank_in_many_blocks_equals_the_dense_reference(block_rows: int, monkeypatch) -> None:
+    """The upper-triangle pass merges neighbour lists across blocks (rows with fewer block rows than
+    neighbours kept included): still the dense result."""
+    import utils.reranking
+
+    monkeypatch.setattr(utils.reranking, "MIN_BLOCK_ROWS", block_rows)
+    gen = torch.Generator().manual_seed(block_rows)
+    pids = torch.randint(0, 40, (300,), generator=gen)
+    x = torch.randn(40, 16, generator=gen)[pids] + 0.8 * torch.randn(300, 16, generator=gen)
+    dist = torch.cdist(x, x)
+    dist = (dist + dist.T) / 2
+    ours = k_reciprocal_rerank(lambda a, b, c: dist[a:b, c:], lambda a, b: dist[a, b], 60, 300, 20, 6, 0.3, chunk_size=1)
+    np.testing.assert_allclose(ours.numpy(), reference_rerank(dist.numpy(), 60, 20, 6, 0.3), rtol=0, atol=2e-6)
 
 
 def test_evaluator_reranking_equals_the_dense_reference() -> None:
@@ -267,6 +283,19 @@ def test_evaluator_reranking_equals_the_dense_reference() -> None:
     results, distmat = _evaluate(data, reranking=True, rerank_params={"k1": 10, "k2": 4}, chunk_size=20_000)
     feats = F.normalize(data["feats"], dim=2)
     ref = reference_rerank(reference_distance(feats, data["vis"], feats, data["vis"]), data["num_query"], 10, 4, 0.3)
+    np.testing.assert_allclose(distmat.numpy(), ref, rtol=0, atol=1e-6)
+    _assert_same_results(results["all"], _oracle(data, distmat.numpy()))
+
+
+def test_evaluator_reranking_in_blocks_equals_the_dense_reference(monkeypatch) -> None:
+    """The evaluator's block callable (part distance of rows i0:i1 against images j0:N) across 6 blocks."""
+    import utils.reranking
+
+    monkeypatch.setattr(utils.reranking, "MIN_BLOCK_ROWS", 50)
+    data = _random_set(seed=12)
+    results, distmat = _evaluate(data, reranking=True, chunk_size=20_000)
+    feats = F.normalize(data["feats"], dim=2)
+    ref = reference_rerank(reference_distance(feats, data["vis"], feats, data["vis"]), data["num_query"])
     np.testing.assert_allclose(distmat.numpy(), ref, rtol=0, atol=1e-6)
     _assert_same_results(results["all"], _oracle(data, distmat.numpy()))
 

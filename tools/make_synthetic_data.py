@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Generate a synthetic stand-in for Occluded-Duke in the exact on-disk layout.
+"""Generate a synthetic stand-in for Occluded-Duke, Market-1501 or Occluded-REID in the exact on-disk layout.
 
 The real images and the bpbreid PifPaf parsing masks cannot be redistributed, so CI, the demo, the
 tests and the benchmarks run on this generator's output (reference layout: TSD_REFERENCE.md §3)::
@@ -7,6 +7,14 @@ tests and the benchmarks run on this generator's output (reference layout: TSD_R
     ROOT/Occluded_Duke/{bounding_box_train,query,bounding_box_test}/<pid:04d>_c<cam>_f<frame:07d>.jpg
     ROOT/Occluded_Duke/masks/pifpaf_maskrcnn_filtering/<split>/<stem>.npy   (36, H/8, W/8) float16
     ROOT/Occluded_Duke/new_query.txt, new_gallery.txt                      (§3.8 new benchmark)
+
+    --dataset market1501 (train here, test on Occluded-REID: the paper's second protocol)
+    ROOT/Market-1501-v15.09.15/{bounding_box_train,query,bounding_box_test}/<pid:04d>_c<cam>s<seq>_<frame:06d>_<box:02d>.jpg
+    ROOT/Market-1501-v15.09.15/masks/pifpaf_maskrcnn_filtering/<split>/<stem>.npy   (junk -1, distractors 0000)
+
+    --dataset occ_reid (evaluation only: no masks)
+    ROOT/ICME2018_Occluded-Person-Reidentification_datasets/Occluded_REID/
+        {occluded_body_images,whole_body_images}/<id:03d>/<id:03d>_<n:02d>.tif
 
 Every image shows one target person whose clothes (head, arms, torso, legs, feet) are a
 deterministic function of ``(seed, pid)``, drawn in a random walking pose on a camera-specific
@@ -16,13 +24,17 @@ limb fields, channel order of §3.3) rendered from the target's skeleton and zer
 is not visible, so a part hidden by an occluder has no parsing label — as with the real masks.
 
 Scales: ``tiny`` (~20 ids, unit tests), ``small`` (~100 ids, demo) and ``full``, which mirrors the real
-benchmark one-to-one from its name lists (``--names-from``). Each image is rendered from its own RNG
+Occluded-Duke one-to-one from its name lists (``--names-from``) and has the real split statistics of
+Market-1501 (751 train ids / 12,936 images, 3,368 queries, 19,732 gallery files) and Occluded-REID
+(200 ids x 5 occluded + 5 whole-body images). Each image is rendered from its own RNG
 seeded by ``(seed, file name)``, so the output bytes do not depend on the number of workers.
 
 Usage::
 
     python tools/make_synthetic_data.py --root data --scale small --seed 0
     python tools/make_synthetic_data.py --root data --scale full --names-from ../shared/data/Occluded_Duke --workers 2
+    python tools/make_synthetic_data.py --root data --dataset market1501 --scale small
+    python tools/make_synthetic_data.py --root data --dataset occ_reid --scale small
 """
 from __future__ import annotations
 
@@ -77,6 +89,7 @@ DISTRACTOR_OCCLUSION_P = (0.7, 0.15, 0.15)  # label-0 gallery images
 HIDDEN_RANGE = (0.2, 0.75)  # fraction of the target's body an occluder hides
 OCCLUDER_TRIES = 8
 DUKE_HEIGHTS = (150, 300)  # image height range (px); width from the ~2.3:1 aspect of Duke boxes
+DUKE_ASPECTS = (2.0, 2.7)
 MAX_NEW_QUERIES_PER_ID = 5
 
 KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -557,6 +570,7 @@ class ImageSpec:
     cam: int  # 1..8
     splits: tuple[str, ...]  # several when the same image is in query/ and bounding_box_test/
     occlusion: str  # NONE | OBJECT | PERSON
+    anonymous: bool = False  # a different random person per image (Market junk -1 / distractor 0000)
 
 
 @dataclass(frozen=True)
@@ -577,13 +591,15 @@ def image_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def render(spec: ImageSpec, seed: int, heights: tuple[int, int]) -> Rendered:
-    """Render the image and the parsing fields of ``spec``."""
+def render(spec: ImageSpec, seed: int, heights: tuple[int, int], aspects: tuple[float, float] = DUKE_ASPECTS) -> Rendered:
+    """Render the image and the parsing fields of ``spec`` (height in ``heights``, height:width in
+    ``aspects``; Market-1501's fixed 128 x 64 boxes are ``heights=(128, 128), aspects=(2, 2)``)."""
     rng = image_rng(seed, spec.name)
     h = int(rng.integers(heights[0], heights[1], endpoint=True))
-    w = max(16, int(round(h / rng.uniform(2.0, 2.7))))
+    w = max(16, int(round(h / rng.uniform(*aspects))))
     style = camera_style(seed, spec.cam)
-    app = identity_appearance(seed, spec.pid)
+    # Junk boxes and distractors (Market's -1 / 0000) are many different people under one label.
+    app = random_appearance(rng) if spec.anonymous else identity_appearance(seed, spec.pid)
     canvas = render_background(style, h, w, rng)
     pose = place_person(rng, h, w, app.build)
     target = Painter((h, w))
@@ -613,6 +629,10 @@ class Plan:
     new_query: list[str]
     new_gallery: list[str]
     heights: tuple[int, int]
+    aspects: tuple[float, float] = DUKE_ASPECTS
+    dataset_dir: str = DATASET_DIR  # under the root
+    folders: tuple[str, ...] = SPLITS  # top-level folders of the splits (ImageSpec.splits may go deeper)
+    masks: bool = True  # write the PifPaf fields (training sets only)
 
 
 def new_benchmark_lists(images: list[ImageSpec], query_pids: set[int], rng: np.random.Generator) -> tuple[list[str], list[str]]:
@@ -761,23 +781,137 @@ def plan_full(names_from: str, seed: int) -> Plan:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Market-1501 and Occluded-REID (the paper's second protocol: train on Market, test on Occluded-REID)
+# ---------------------------------------------------------------------------------------------------
+MARKET_DIR = "Market-1501-v15.09.15"
+MARKET_CAMS = 6
+MARKET_SIZE = (128, 64)  # every Market-1501 box is 128 x 64
+OCC_REID_DIR = os.path.join("ICME2018_Occluded-Person-Reidentification_datasets", "Occluded_REID")
+OCC_REID_FOLDERS = ("occluded_body_images", "whole_body_images")
+DATASETS = ("occ_duke", "market1501", "occ_reid")
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    """Sizes of a Market-1501: totals per split (spread over the identities), distractors 0000 and
+    junk boxes -1 in the gallery."""
+
+    train_ids: int
+    train_images: int
+    test_ids: int
+    queries: int
+    gallery: int  # gallery images of the test identities (without distractors and junk)
+    distractors: int
+    junk: int
+
+
+# full = the real release: 12,936 train images / 751 ids; 3,368 queries / 750 ids; 19,732 gallery
+# files = 13,120 of the 750 test ids + 2,793 distractors (0000) + 3,819 junk (-1): 15,913 after the
+# loaders drop the junk.
+MARKET_SCALES = {
+    "tiny": MarketSpec(12, 72, 6, 12, 30, 4, 4),
+    "small": MarketSpec(60, 660, 32, 110, 420, 40, 40),
+    "full": MarketSpec(751, 12936, 750, 3368, 13120, 2793, 3819),
+}
+# Occluded-REID: identities x (occluded, whole-body) images each; full = the real 200 x (5, 5).
+OCC_REID_SCALES = {"tiny": (8, 3, 3), "small": (40, 5, 5), "full": (200, 5, 5)}
+OCC_REID_HEIGHTS = {"tiny": (112, 144), "small": DUKE_HEIGHTS, "full": DUKE_HEIGHTS}
+
+
+def _spread(rng: np.random.Generator, total: int, n: int, least: int) -> list[int]:
+    """``n`` random counts, each at least ``least``, summing to exactly ``total``."""
+    if total < n * least:
+        raise ValueError(f"cannot spread {total} over {n} x at least {least}")
+    return (rng.multinomial(total - n * least, np.full(n, 1 / n)) + least).tolist()
+
+
+class _MarketNamer:
+    """Unique Market-style names ``<pid:04d>_c<cam>s<seq>_<frame:06d>_<box:02d>.jpg`` (junk: ``-1_...``)."""
+
+    def __init__(self) -> None:
+        self._count: dict[tuple[int, int], int] = {}
+
+    def __call__(self, pid: int, cam: int) -> str:
+        k = self._count.get((pid, cam), 0)
+        self._count[pid, cam] = k + 1
+        seq = 1 + (pid + k // 40) % 6
+        frame = (abs(pid) * 131 + cam * 977) % 50000 + 25 * k
+        return f"{'-1' if pid == -1 else f'{pid:04d}'}_c{cam}s{seq}_{frame:06d}_{1 + k % 8:02d}.jpg"
+
+
+def plan_market(scale: str, seed: int) -> Plan:
+    """Plan a Market-1501 (``full``: the real split statistics) with bpbreid's mask layout.
+
+    Train and test identities are disjoint ids in 1..1501. A test identity appears in 2-6 of the 6
+    cameras; its queries and gallery images cycle through them and it has at least two gallery
+    images, so every query has a gallery match in another camera. Market is mostly holistic.
+    """
+    spec = MARKET_SCALES[scale]
+    rng = np.random.default_rng([seed, zlib.crc32(f"market1501/{scale}".encode())])
+    pids = rng.choice(np.arange(1, 1502), size=spec.train_ids + spec.test_ids, replace=False).tolist()
+    train_pids, test_pids = sorted(pids[:spec.train_ids]), sorted(pids[spec.train_ids:])
+    name = _MarketNamer()
+    images: list[ImageSpec] = []
+
+    def add(pid: int, cam: int, split: str, anonymous: bool = False) -> None:
+        occlusion = str(rng.choice(KINDS, p=TRAIN_OCCLUSION_P))
+        images.append(ImageSpec(name(pid, cam), pid, cam, (split,), occlusion, anonymous))
+
+    for pid, n in zip(train_pids, _spread(rng, spec.train_images, spec.train_ids, 2)):
+        cams = rng.choice(np.arange(1, MARKET_CAMS + 1), size=int(rng.integers(2, MARKET_CAMS, endpoint=True)), replace=False)
+        for _ in range(n):
+            add(pid, int(rng.choice(cams)), "bounding_box_train")
+    queries = _spread(rng, spec.queries, spec.test_ids, 1)
+    gallery = _spread(rng, spec.gallery, spec.test_ids, 2)
+    for pid, n_query, n_gallery in zip(test_pids, queries, gallery):
+        cams = rng.permutation(np.arange(1, MARKET_CAMS + 1))[: int(rng.integers(2, MARKET_CAMS, endpoint=True))].tolist()
+        for k in range(n_query):
+            add(pid, cams[k % len(cams)], "query")
+        for k in range(n_gallery):
+            add(pid, cams[k % len(cams)], "bounding_box_test")
+    for pid, n in ((0, spec.distractors), (-1, spec.junk)):
+        for _ in range(n):
+            add(pid, int(rng.integers(1, MARKET_CAMS, endpoint=True)), "bounding_box_test", anonymous=True)
+    return Plan(images, [], [], (MARKET_SIZE[0],) * 2, (MARKET_SIZE[0] / MARKET_SIZE[1],) * 2, MARKET_DIR)
+
+
+def plan_occ_reid(scale: str, seed: int) -> Plan:
+    """Plan an Occluded-REID (evaluation only, no masks): ``<folder>/<id:03d>/<id:03d>_<n:02d>.tif``,
+    occluded images (by objects and persons alternately) and holistic whole-body images per identity.
+    The camera style is drawn per image: the release was shot with hand-held cameras."""
+    num_ids, num_occluded, num_whole = OCC_REID_SCALES[scale]
+    images = []
+    for pid in range(1, num_ids + 1):
+        for folder, count in zip(OCC_REID_FOLDERS, (num_occluded, num_whole)):
+            for n in range(1, count + 1):
+                filename = f"{pid:03d}_{n:02d}.tif"
+                cam = 1 + zlib.crc32(f"{seed}/{folder}/{filename}".encode()) % NUM_CAMS
+                occlusion = (OBJECT, PERSON)[n % 2] if folder == OCC_REID_FOLDERS[0] else NONE
+                images.append(ImageSpec(filename, pid, cam, (f"{folder}/{pid:03d}",), occlusion))
+    return Plan(images, [], [], OCC_REID_HEIGHTS[scale], DUKE_ASPECTS, OCC_REID_DIR, OCC_REID_FOLDERS, masks=False)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Writer
 # ---------------------------------------------------------------------------------------------------
 def _render_chunk(args: tuple[str, int, tuple[int, int], list[ImageSpec]]) -> tuple[int, int]:
     """Render and write a chunk of images; returns (number of images, bytes written)."""
-    dataset, seed, heights, specs = args
+    dataset, seed, geometry, masks, specs = args
     written = 0
     for spec in specs:
-        out = render(spec, seed, heights)
-        ok, jpg = cv2.imencode(".jpg", out.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        out = render(spec, seed, *geometry)
+        ext = os.path.splitext(spec.name)[1]
+        ok, encoded = cv2.imencode(ext, out.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext == ".jpg" else [])
         if not ok:
-            raise RuntimeError(f"JPEG encoding failed for {spec.name}")
+            raise RuntimeError(f"{ext} encoding failed for {spec.name}")
         buf = io.BytesIO()
         np.save(buf, out.fields)
         stem = spec.name.split(".")[0]
         for split in spec.splits:
-            for path, data in ((os.path.join(dataset, split, spec.name), jpg.tobytes()),
-                               (os.path.join(dataset, MASK_DIR, split, f"{stem}.npy"), buf.getvalue())):
+            files = [(os.path.join(dataset, split, spec.name), encoded.tobytes())]
+            if masks:
+                files.append((os.path.join(dataset, MASK_DIR, split, f"{stem}.npy"), buf.getvalue()))
+            for path, data in files:
                 with open(path, "wb") as f:
                     f.write(data)
                 written += len(data)
@@ -788,9 +922,9 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # the pool already uses the cores
 
 
-def _prepare(dataset: str) -> None:
+def _prepare(dataset: str, plan: Plan) -> None:
     """Create the output folders, replacing an earlier synthetic set but never other data."""
-    outputs = [*SPLITS, "masks", NEW_QUERY, NEW_GALLERY, MARKER]
+    outputs = [*plan.folders, "masks", NEW_QUERY, NEW_GALLERY, MARKER]
     if os.path.isfile(os.path.join(dataset, MARKER)):
         for item in outputs:
             path = os.path.join(dataset, item)
@@ -800,9 +934,10 @@ def _prepare(dataset: str) -> None:
                 os.remove(path)
     elif any(os.path.exists(os.path.join(dataset, item)) for item in outputs):
         raise DataError(f"{dataset} already holds a data set not made by this generator; choose another --root")
-    for split in SPLITS:
+    for split in sorted({*plan.folders, *(s for spec in plan.images for s in spec.splits)}):
         os.makedirs(os.path.join(dataset, split), exist_ok=True)
-        os.makedirs(os.path.join(dataset, MASK_DIR, split), exist_ok=True)
+        if plan.masks:
+            os.makedirs(os.path.join(dataset, MASK_DIR, split), exist_ok=True)
 
 
 def _write_text(path: str, lines: list[str]) -> int:
@@ -812,25 +947,29 @@ def _write_text(path: str, lines: list[str]) -> int:
     return len(data)
 
 
-def _split_stats(images: list[ImageSpec]) -> dict:
+def _split_stats(images: list[ImageSpec], folders: tuple[str, ...] = SPLITS) -> dict:
     stats: dict[str, dict[str, int]] = {"images": {}, "ids": {}, "occluded": {}}
-    for split in SPLITS:
-        specs = [s for s in images if split in s.splits]
+    for split in folders:
+        specs = [s for s in images if any(f.split("/")[0] == split for f in s.splits)]
         stats["images"][split] = len(specs)
         stats["ids"][split] = len({s.pid for s in specs})
         stats["occluded"][split] = sum(s.occlusion != NONE for s in specs)
     return stats
 
 
-def generate(root: str, scale: str = "tiny", seed: int = 0, names_from: str | None = None, workers: int = 1) -> dict:
-    """Write a synthetic Occluded-Duke under ``root/Occluded_Duke`` and return its statistics.
+def generate(root: str, scale: str = "tiny", seed: int = 0, names_from: str | None = None, workers: int = 1,
+             dataset: str = "occ_duke") -> dict:
+    """Write a synthetic data set under ``root`` and return its statistics.
 
     Args:
         root: data root (``DATASETS.ROOT_DIR``); created if missing.
-        scale: 'tiny' (~20 ids), 'small' (~100 ids) or 'full' (mirrors ``names_from``).
+        scale: 'tiny' (~20 ids), 'small' (~100 ids) or 'full' (Occluded-Duke: mirrors ``names_from``;
+            Market-1501 / Occluded-REID: the real split statistics).
         seed: non-negative seed; the same seed gives the same bytes whatever ``workers`` is.
         names_from: folder with the three ``.list`` files and the two new-benchmark files ('full' only).
         workers: rendering processes.
+        dataset: 'occ_duke' (``root/Occluded_Duke`` with the new-benchmark lists), 'market1501'
+            (``root/Market-1501-v15.09.15``) or 'occ_reid' (``root/ICME2018_.../Occluded_REID``, no masks).
     Returns:
         ``{'root', 'scale', 'seed', 'images': {split: n}, 'ids': {split: n}, 'occluded': {split: n},
         'unique_images', 'new_query', 'new_gallery', 'seconds', 'bytes'}``.
@@ -839,29 +978,39 @@ def generate(root: str, scale: str = "tiny", seed: int = 0, names_from: str | No
     log = get_logger()
     if scale not in SCALE_CHOICES:
         raise ConfigError(f"unknown scale '{scale}'; use one of {', '.join(SCALE_CHOICES)}")
-    if (scale == "full") != (names_from is not None):
-        raise ConfigError("--names-from DIR is required with --scale full and only used there")
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset '{dataset}'; use one of {', '.join(DATASETS)}")
+    if (dataset == "occ_duke" and scale == "full") != (names_from is not None):
+        raise ConfigError("--names-from DIR is required with --dataset occ_duke --scale full and only used there")
     if seed < 0 or workers < 1:
         raise ConfigError(f"need seed >= 0 and workers >= 1, got seed={seed}, workers={workers}")
-    plan = plan_full(names_from, seed) if scale == "full" else plan_scale(scale, seed)
-    dataset = os.path.join(root, DATASET_DIR)
-    _prepare(dataset)
-    stats = {"root": root, "scale": scale, "seed": seed, **_split_stats(plan.images),
+    if dataset == "market1501":
+        plan = plan_market(scale, seed)
+    elif dataset == "occ_reid":
+        plan = plan_occ_reid(scale, seed)
+    else:
+        plan = plan_full(names_from, seed) if scale == "full" else plan_scale(scale, seed)
+    # Another appearance space per data set: Market's and Occluded-REID's identity 1 are not one person.
+    render_seed = seed if dataset == "occ_duke" else zlib.crc32(f"{dataset}/{seed}".encode())
+    out_dir = os.path.join(root, plan.dataset_dir)
+    _prepare(out_dir, plan)
+    stats = {"root": root, "dataset": dataset, "scale": scale, "seed": seed, **_split_stats(plan.images, plan.folders),
              "unique_images": len(plan.images), "new_query": len(plan.new_query), "new_gallery": len(plan.new_gallery)}
     # Deterministic content only (no timing), so that generated trees can be compared byte-wise.
-    written = _write_text(os.path.join(dataset, MARKER), [json.dumps(
+    written = _write_text(os.path.join(out_dir, MARKER), [json.dumps(
         {"generator": "tools/make_synthetic_data.py", **{k: stats[k] for k in ("scale", "seed", "images", "ids")}})])
-    if scale == "full":  # the real lists, byte for byte
+    if dataset == "occ_duke" and scale == "full":  # the real lists, byte for byte
         for filename in (NEW_QUERY, NEW_GALLERY):
-            shutil.copyfile(os.path.join(names_from, filename), os.path.join(dataset, filename))
-            written += os.path.getsize(os.path.join(dataset, filename))
-    else:
-        written += _write_text(os.path.join(dataset, NEW_QUERY), plan.new_query)
-        written += _write_text(os.path.join(dataset, NEW_GALLERY), plan.new_gallery)
+            shutil.copyfile(os.path.join(names_from, filename), os.path.join(out_dir, filename))
+            written += os.path.getsize(os.path.join(out_dir, filename))
+    elif dataset == "occ_duke":  # the new-benchmark lists exist for Occluded-Duke only
+        written += _write_text(os.path.join(out_dir, NEW_QUERY), plan.new_query)
+        written += _write_text(os.path.join(out_dir, NEW_GALLERY), plan.new_gallery)
     total = len(plan.images)
     size = max(1, min(500, math.ceil(total / (workers * 8))))
-    chunks = [(dataset, seed, plan.heights, plan.images[i:i + size]) for i in range(0, total, size)]
-    log.info("rendering %d images (%s) into %s with %d worker(s)", total, scale, dataset, workers)
+    geometry = (plan.heights, plan.aspects)
+    chunks = [(out_dir, render_seed, geometry, plan.masks, plan.images[i:i + size]) for i in range(0, total, size)]
+    log.info("rendering %d images (%s %s) into %s with %d worker(s)", total, dataset, scale, out_dir, workers)
     done, next_report = 0, 0.1
     pool = Pool(workers, initializer=_init_worker) if workers > 1 else None
     try:
@@ -881,21 +1030,27 @@ def generate(root: str, scale: str = "tiny", seed: int = 0, names_from: str | No
 
 def main() -> None:
     """Command line: see the module docstring."""
-    parser = argparse.ArgumentParser(description="Generate a synthetic Occluded-Duke (images, PifPaf masks, new benchmark).")
-    parser.add_argument("--root", required=True, help="data root; the set is written to ROOT/Occluded_Duke")
+    parser = argparse.ArgumentParser(description="Generate a synthetic Occluded-Duke, Market-1501 or Occluded-REID "
+                                                 "(images, PifPaf masks, new-benchmark lists) in the real layout.")
+    parser.add_argument("--root", required=True, help="data root; the set is written to ROOT/<the data set's folder>")
+    parser.add_argument("--dataset", default="occ_duke", choices=DATASETS,
+                        help="occ_duke (ROOT/Occluded_Duke), market1501 (ROOT/Market-1501-v15.09.15) or occ_reid "
+                             "(ROOT/ICME2018_Occluded-Person-Reidentification_datasets/Occluded_REID)")
     parser.add_argument("--scale", default="tiny", choices=SCALE_CHOICES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--names-from", default=None, metavar="DIR",
-                        help="folder with the real name lists (.list, new_query.txt, new_gallery.txt); --scale full only")
+                        help="folder with the real name lists (.list, new_query.txt, new_gallery.txt); "
+                             "--dataset occ_duke --scale full only")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     setup_logger(None)
-    stats = generate(args.root, args.scale, args.seed, args.names_from, args.workers)
+    stats = generate(args.root, args.scale, args.seed, args.names_from, args.workers, args.dataset)
     log = get_logger()
-    for split in SPLITS:
-        log.info("%-18s %6d images %5d ids %6d occluded", split, stats["images"][split], stats["ids"][split],
+    for split in stats["images"]:
+        log.info("%-20s %6d images %5d ids %6d occluded", split, stats["images"][split], stats["ids"][split],
                  stats["occluded"][split])
-    log.info("new_query.txt %d lines, new_gallery.txt %d lines", stats["new_query"], stats["new_gallery"])
+    if args.dataset == "occ_duke":
+        log.info("new_query.txt %d lines, new_gallery.txt %d lines", stats["new_query"], stats["new_gallery"])
     log.info("done in %.1f s, %.1f MB written", stats["seconds"], stats["bytes"] / 2**20)
 
 

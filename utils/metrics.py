@@ -21,8 +21,11 @@ Peak memory beyond the stored features (Q queries, G gallery images, N = Q + G, 
 C channels, B = ``chunk_size`` elements): the (Q, G) float32 distance, the normalised queries and
 their per-token copies (2·Q·T·C floats), and about 4·B float32 of distance buffers (plus a
 gallery buffer of at most B floats) or, while ranking, a sorted int32 copy of B/4 distances.
-Re-ranking (utils/reranking.py) adds one normalised copy of all N·T·C features (random access for
-the pair distances), O(N·k1) indices and a sparse N x N matrix with O(k1·k2) entries per row.
+Re-ranking (utils/reranking.py) adds O(N·k1) indices, a sparse N x N matrix with O(k1·k2)
+entries per row and row blocks of at least 1,024 x N floats (no normalised copy of the features:
+each block normalises what it reads). Per-token metrics (``token_names``) add one more (Q, G) distance at a time,
+after the main one is dropped. At MSMT17's size (11,659 x 82,161, 6 x 768) the features are 1.7 GB
+and a (Q, G) float32 matrix 3.8 GB.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import torch
 from yacs.config import CfgNode
 
 from utils.errors import ConfigError, DataError
+from utils.progress import Progress
 from utils.reranking import k_reciprocal_rerank
 
 # Elements of one temporary block (rows x columns): 8 Mi elements = 32 MiB of float32. Few large
@@ -83,6 +87,10 @@ class PartFeatures:
         """Rows ``[start, stop)`` as views (``out`` is ignored: nothing needs copying)."""
         return PartFeatures(self.feats[start:stop], self.vis[start:stop], self.sq_norms[start:stop], self.binary)
 
+    def take(self, index: torch.Tensor) -> "PartFeatures":
+        """The rows ``index`` (a copy)."""
+        return PartFeatures(self.feats[index], self.vis[index], self.sq_norms[index], self.binary)
+
 
 class FeatureBank:
     """An evaluation set kept as the (B, T, C) batches it arrived in.
@@ -120,6 +128,18 @@ class FeatureBank:
         ]
         feats = torch.cat(pieces) if out is None else torch.cat(pieces, out=out[: stop - start])
         return PartFeatures.build(feats, self._vis[start:stop], self.normalize, self.binary)
+
+    def take(self, index: torch.Tensor) -> PartFeatures:
+        """The rows ``index`` (any order, repeats allowed), gathered and normalised if configured."""
+        index = index.to(self._vis.device) + self._start
+        bounds = torch.tensor(self._bounds, device=index.device)
+        batch = torch.searchsorted(bounds, index, right=True) - 1
+        feats = torch.empty((len(index), *self._batches[0].shape[1:]), dtype=self._batches[0].dtype,
+                            device=self._batches[0].device)
+        for b in batch.unique().tolist():
+            sel = (batch == b).nonzero().squeeze(1)
+            feats[sel] = self._batches[b][index[sel] - self._bounds[b]]
+        return PartFeatures.build(feats, self._vis[index], self.normalize, self.binary)
 
 
 RowSource = Union[PartFeatures, FeatureBank]
@@ -186,7 +206,9 @@ def _plan_tokens(query: PartFeatures) -> tuple[torch.Tensor, list[_TokenPlan]]:
     return order, plans
 
 
-def part_distance(query: PartFeatures, gallery: RowSource, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+def part_distance(
+    query: PartFeatures, gallery: RowSource, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = True
+) -> torch.Tensor:
     """Visibility-weighted part distance (§7.2) → (Q, G) float32 on the features' device.
 
     Streams the gallery in blocks of ``min(chunk_size // Q, chunk_size // (T·C))`` images through
@@ -208,6 +230,8 @@ def part_distance(query: PartFeatures, gallery: RowSource, chunk_size: int = DEF
     # reused for every block: no allocation (and no page faults) inside the loop
     feats_buf = query.feats.new_empty((step, num_tokens, channels))
     acc_buf, weight_buf, dist_buf, prod_buf = query.feats.new_empty((4, num_q * step))
+    report = Progress(num_g, "distance", "gallery images", bar=None if progress else False,
+                      delay=10.0 if progress else float("inf"))
     for j0 in range(0, num_g, step):
         block = gallery.rows(j0, min(j0 + step, num_g), feats_buf)
         width = len(block)
@@ -239,6 +263,8 @@ def part_distance(query: PartFeatures, gallery: RowSource, chunk_size: int = DEF
         if not binary:
             weight_sum.masked_fill_(weight_sum == 0, 1)
         out[:, j0 : j0 + width].index_copy_(0, order, acc.div_(weight_sum))
+        report.update(width)
+    report.close()
     return out
 
 
@@ -258,18 +284,19 @@ def query_gallery_distance(
     return part_distance(bank.rows(0, num_query), bank.subset(num_query, len(bank)), chunk_size)
 
 
-def pair_distance(feats: PartFeatures, a: torch.Tensor, b: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+def pair_distance(feats: RowSource, a: torch.Tensor, b: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
     """Part distance of the image pairs ``(a[m], b[m])`` → (M,) float32 (same formula as
     :func:`part_distance`, evaluated per pair; equal to it up to float32 rounding)."""
-    num_tokens, channels = feats.feats.shape[1:]
-    out = torch.empty(a.numel(), dtype=torch.float32, device=feats.feats.device)
+    first = feats.take(a[:1])
+    num_tokens, channels = first.feats.shape[1:]
+    out = torch.empty(a.numel(), dtype=torch.float32, device=first.feats.device)
     a, b = a.to(out.device), b.to(out.device)
-    step = max(1, chunk_size // (num_tokens * channels))
+    step = max(1, chunk_size // (2 * num_tokens * channels))
     for m0 in range(0, a.numel(), step):
-        ia, ib = a[m0 : m0 + step], b[m0 : m0 + step]
-        dot = torch.linalg.vecdot(feats.feats[ia], feats.feats[ib])
-        dist = (feats.sq_norms[ia] + feats.sq_norms[ib] - 2 * dot).clamp_min_(1e-12).sqrt_()
-        weight = (feats.vis[ia] * feats.vis[ib]).sqrt_()
+        fa, fb = feats.take(a[m0 : m0 + step]), feats.take(b[m0 : m0 + step])
+        dot = torch.linalg.vecdot(fa.feats, fb.feats)
+        dist = (fa.sq_norms + fb.sq_norms - 2 * dot).clamp_min_(1e-12).sqrt_()
+        weight = (fa.vis * fb.vis).sqrt_()
         weight_sum = weight.sum(1)
         out[m0 : m0 + step] = (dist * weight).sum(1) / weight_sum.masked_fill_(weight_sum == 0, 1)
     return out
@@ -392,6 +419,7 @@ def evaluate_rankings(
     identities = _IdentityIndex(g_pids)
     # small blocks: sorting is cache-bound, and a sorted copy (plus key copies for negative distances)
     step = max(1, chunk_size // (4 * num_g))
+    progress = Progress(num_q, "ranking", "queries")
     for i0 in range(0, num_q, step):
         i1 = min(i0 + step, num_q)
         pos, cols, valid = _identity_positions(distmat[i0:i1], *identities.lookup(q_pids[i0:i1]))
@@ -399,6 +427,8 @@ def evaluate_rankings(
         for name, mask in ignored.items():
             removed = same_cam | (valid & mask[cols])
             parts[name].append(_query_scores(pos, removed, valid & ~removed, max_rank))
+        progress.update(i1 - i0)
+    progress.close()
     return {name: _summarise(chunks) for name, chunks in parts.items()}
 
 
@@ -434,6 +464,9 @@ class ReidEvaluator:
     re-ranking (:func:`utils.reranking.k_reciprocal_rerank`, parameters ``k1``, ``k2``,
     ``lambda_value``) on the part distance. Features stay on the device they arrive on and the
     distance is computed there; ``chunk_size`` bounds every temporary block (elements).
+
+    ``token_names`` (one per token: global, then the parts) turns on per-token metrics: every result
+    then also holds ``'per_token': {name: result without 'per_query'}`` (see :meth:`_per_token`).
     """
 
     def __init__(
@@ -445,6 +478,7 @@ class ReidEvaluator:
         reranking: bool = False,
         rerank_params: Optional[Mapping[str, Union[int, float]]] = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        token_names: Optional[Sequence[str]] = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ConfigError(f"unknown evaluation protocol {protocol!r}: use one of {PROTOCOLS}")
@@ -458,13 +492,20 @@ class ReidEvaluator:
         self.reranking = reranking
         self.rerank_params = {**DEFAULT_RERANK_PARAMS, **(rerank_params or {})}
         self.chunk_size = chunk_size
+        self.token_names = list(token_names) if token_names is not None else None
         self.reset()
 
     @classmethod
     def from_cfg(cls, cfg: CfgNode, num_query: int) -> "ReidEvaluator":
-        """Evaluator configured by ``cfg.TEST`` (FEAT_NORM, NEW_METRIC, RE_RANKING, RE_RANKING_K1/K2/LAMBDA)."""
+        """Evaluator configured by ``cfg.TEST`` (FEAT_NORM, NEW_METRIC, RE_RANKING, RE_RANKING_K1/K2/LAMBDA,
+        PER_PART with the part names of ``cfg.INPUT.MASK_PREPROCESS``)."""
         if cfg.TEST.FEAT_NORM not in ("yes", "no"):
             raise ConfigError(f"TEST.FEAT_NORM is {cfg.TEST.FEAT_NORM!r}: set it to 'yes' or 'no'")
+        token_names = None
+        if cfg.TEST.PER_PART:
+            from datasets.masks import part_names  # the part order of the model's tokens
+
+            token_names = ["global"] + [n.removesuffix("_mask") for n in part_names(cfg.INPUT.MASK_PREPROCESS)]
         return cls(
             num_query,
             feat_norm=cfg.TEST.FEAT_NORM == "yes",
@@ -475,6 +516,7 @@ class ReidEvaluator:
                 "k2": cfg.TEST.RE_RANKING_K2,
                 "lambda_value": cfg.TEST.RE_RANKING_LAMBDA,
             },
+            token_names=token_names,
         )
 
     def reset(self) -> None:
@@ -535,18 +577,58 @@ class ReidEvaluator:
         g_labels = None if any(o is None for o in self._occ) else torch.cat(self._occ)[g]
         ignored = self._ignored(g_labels, num_all - self.num_query)
         if self.reranking:
-            # the pair distances need random access: one normalised copy of everything
-            feats = FeatureBank(self._feats, self._vis, self.feat_norm).rows(0, num_all)
+            # No normalised copy of all features: every block normalises the rows it reads (for
+            # blocks of >= 1,024 rows that repeated work is ~0.1% of the GEMMs).
+            bank = FeatureBank(self._feats, self._vis, self.feat_norm)
             distmat = k_reciprocal_rerank(
-                lambda i0, i1: part_distance(feats.rows(i0, i1), feats, self.chunk_size),
-                lambda a, b: pair_distance(feats, a, b, self.chunk_size),
+                lambda i0, i1, j0: part_distance(bank.rows(i0, i1), bank.subset(j0, num_all), self.chunk_size,
+                                                 progress=False),
+                lambda a, b: pair_distance(bank, a, b, self.chunk_size),
                 self.num_query,
                 num_all,
                 chunk_size=self.chunk_size,
                 **self.rerank_params,
             )
-            del feats
         else:
             distmat = query_gallery_distance(self._feats, self._vis, self.num_query, self.feat_norm, self.chunk_size)
         results = evaluate_rankings(distmat, pids[q], pids[g], camids[q], camids[g], ignored, self.max_rank, self.chunk_size)
+        if not return_distmat:
+            del distmat  # per-token metrics need a (Q, G) matrix of their own
+        if self.token_names is not None:
+            for name, per_token in self._per_token(pids, camids, ignored).items():
+                results[name]["per_token"] = per_token
         return (results, distmat) if return_distmat else results
+
+    def _per_token(self, pids: torch.Tensor, camids: torch.Tensor, ignored: dict[str, torch.Tensor]) -> dict[str, dict]:
+        """``{protocol split: {token name: result}}``, each token evaluated alone.
+
+        A token alone ranks by its Euclidean distance (the evaluator's formula with that one token,
+        i.e. unweighted where both images see it). Queries that do not see the token are left out
+        (``num_valid``); gallery images that do not see it get distance +inf, after every visible one
+        (ties by gallery index, as always): a hidden part costs that token its matches.
+        """
+        num_tokens = self._feats[0].shape[1]
+        names = (self.token_names if len(self.token_names) == num_tokens  # else a model without these parts (ViT)
+                 else ["global", *(f"token{p}" for p in range(1, num_tokens))])
+        q, g = slice(None, self.num_query), slice(self.num_query, None)
+        vis = torch.cat(self._vis)
+        out: dict[str, dict] = {split: {} for split in ignored}
+        for p, name in enumerate(names):
+            seen = vis[:, p] > 0
+            keep = seen[q].cpu()
+            if not keep.any():  # no query sees this part
+                none = torch.empty(0, dtype=torch.float64)
+                for split in out:
+                    out[split][name] = _summarise([(none, none, torch.zeros(0, min(self.max_rank, len(seen) - self.num_query)))])
+                    out[split][name].pop("per_query")
+                continue
+            dist = query_gallery_distance([f[:, p : p + 1] for f in self._feats], [v[:, p : p + 1] for v in self._vis],
+                                          self.num_query, self.feat_norm, self.chunk_size)
+            dist = dist[keep.to(dist.device)]
+            dist[:, ~seen[g].to(dist.device)] = float("inf")
+            res = evaluate_rankings(dist, pids[q][keep], pids[g], camids[q][keep], camids[g], ignored, self.max_rank,
+                                    self.chunk_size)
+            for split, r in res.items():
+                r.pop("per_query")
+                out[split][name] = r
+        return out
