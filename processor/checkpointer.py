@@ -35,10 +35,13 @@ from utils.logger import get_logger
 MODEL_KEYS = ("MODEL.ARCH", "MODEL.TRANSFORMER_TYPE", "MODEL.NUM_PARTS", "INPUT.MASK_PREPROCESS",
               "MODEL.STRIDE_SIZE", "MODEL.SIE_CAMERA", "MODEL.SIE_VIEW", "MODEL.SIE_COE", "MODEL.DECODER_HEADS",
               "MODEL.DECODER_FFN_RATIO", "MODEL.WITH_FORE_HEAD", "INPUT.SIZE_TEST")
-# Keys a resumed run may change freely: places, logging and evaluation, not the training numbers.
-RESUME_FREE_KEYS = ("OUTPUT_DIR", "DATASETS.ROOT_DIR", "DATALOADER.NUM_WORKERS", "MODEL.DEVICE", "MODEL.DEVICE_ID",
-                    "MODEL.PRETRAIN_CHOICE", "MODEL.PRETRAIN_PATH", "SOLVER.LOG_PERIOD", "SOLVER.EVAL_PERIOD",
-                    "SOLVER.CHECKPOINT_PERIOD", "SOLVER.TENSORBOARD", "TEST.")
+# Keys a resumed run may change freely (prefixes): places, logging, evaluation and the speed switches
+# that compute the same numbers (the cache and the batched augmentation give bitwise the batches of
+# the per-sample path; a compiled model computes the same function), not the training numbers.
+RESUME_FREE_KEYS = ("OUTPUT_DIR", "DATASETS.ROOT_DIR", "DATALOADER.NUM_WORKERS", "DATALOADER.CACHE",
+                    "INPUT.BATCH_AUGMENT", "SOLVER.COMPILE", "MODEL.DEVICE", "MODEL.PRETRAIN_CHOICE",
+                    "MODEL.PRETRAIN_PATH", "SOLVER.LOG_PERIOD", "SOLVER.EVAL_PERIOD", "SOLVER.CHECKPOINT_PERIOD",
+                    "SOLVER.TENSORBOARD", "TEST.")
 _TMP_NAME = re.compile(r".*\.tmp\.(\d+)$")
 
 

@@ -136,6 +136,10 @@ def test_resume_config_check(tmp_path):
     path = str(tmp_path / "last.pth")
     torch.save({"model": {}, "epoch": 1, "config": load_cfg(DEMO_CFG).dump()}, path)
     check_resume_config(path, load_cfg(DEMO_CFG, ["DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", "elsewhere"]))
+    # The speed switches compute the same numbers: a run may be resumed with them turned on or off.
+    check_resume_config(path, load_cfg(DEMO_CFG, ["DATALOADER.CACHE", "False", "DATALOADER.CACHE_DIR", "/tmp/c",
+                                                  "INPUT.BATCH_AUGMENT", "False", "SOLVER.COMPILE", "True",
+                                                  "SOLVER.COMPILE_MODE", "max-autotune"]))
     lr = load_cfg(DEMO_CFG, ["SOLVER.BASE_LR", "0.01"])
     with pytest.raises(CheckpointError, match=r"SOLVER.BASE_LR 0.002 \(now 0.01\); .* add --allow-config-change"):
         check_resume_config(path, lr)
