@@ -37,7 +37,7 @@ from utils.errors import ConfigError, DataError
 from utils.logger import get_logger
 
 from .bases import ImageRecord
-from .masks import PART_GROUPINGS, find_mask, group_parts, load_mask, mask_candidates
+from .masks import PART_GROUPINGS, group_parts, load_mask, require_mask
 from .transforms import make_resize, read_image
 
 __all__ = ["CACHE_VERSION", "DecodedSource", "CachedSource", "cache_dir", "cache_folder", "build_cache", "open_cache"]
@@ -45,13 +45,6 @@ __all__ = ["CACHE_VERSION", "DecodedSource", "CachedSource", "cache_dir", "cache
 # Bump when the layout or the content of a cache folder changes: old folders are then ignored.
 CACHE_VERSION = 1
 _FILES = ("meta.json", "images.npy", "masks.npy", "mask_index.npy")
-
-
-def _mask_path(rec: ImageRecord) -> str:
-    path = find_mask(rec.path)
-    if path is None:
-        raise DataError(f"no part mask for {rec.path}; looked for {' and '.join(mask_candidates(rec.path))}")
-    return path
 
 
 class DecodedSource:
@@ -75,7 +68,7 @@ class DecodedSource:
         image = self.resize(tv_tensors.Image(read_image(rec.path))).as_subclass(Tensor)
         if self.grouping is None:
             return image, None
-        return image, group_parts(torch.from_numpy(load_mask(_mask_path(rec))), self.grouping)
+        return image, group_parts(torch.from_numpy(load_mask(require_mask(rec.path))), self.grouping)
 
 
 class CachedSource:
@@ -169,7 +162,7 @@ def cache_folder(root: str, name: str, records: Sequence[ImageRecord], size: Seq
     The hash covers the format version, ``size``, ``grouping`` and each image's and mask's path,
     size and mtime (one ``stat`` per file, ~0.1 s for Occluded-Duke).
     """
-    files = [[*_stat(r.path), *(_stat(_mask_path(r)) if grouping else [])] for r in records]
+    files = [[*_stat(r.path), *(_stat(require_mask(r.path)) if grouping else [])] for r in records]
     key = {"version": CACHE_VERSION, "size": list(size), "grouping": grouping}
     digest = hashlib.sha1(json.dumps([key, files]).encode()).hexdigest()[:16]
     return os.path.join(root, f"{name}_{digest}"), key

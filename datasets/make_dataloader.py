@@ -10,14 +10,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from utils import comm
-from utils.errors import ConfigError, DataError
+from utils.errors import ConfigError
 from utils.misc import seed_worker
 
 from .bases import ImageRecord, ReIDDataset
 from .batch_transforms import AugmentParams, BatchTrainTransform, batch_collate
 from .cache import DecodedSource, open_cache
 from .factory import build_dataset
-from .masks import find_mask, load_mask, mask_candidates
+from .masks import load_mask, require_mask
 from .preflight import needs_masks, preflight
 from .sampler import RandomIdentitySampler, RandomIdentitySamplerDDP, SeededSampler
 from .transforms import TrainTransform, build_eval_transform, read_image
@@ -53,10 +53,7 @@ class TrainSet(Dataset):
         rec = self.records[index]
         raw_mask = None
         if self.with_masks:
-            path = find_mask(rec.path)
-            if path is None:
-                raise DataError(f"no part mask for {rec.path}; looked for {' and '.join(mask_candidates(rec.path))}")
-            raw_mask = load_mask(path)
+            raw_mask = load_mask(require_mask(rec.path))
         image = read_image(rec.path)
         with _seeded(sample_seed):
             image, masks = self.transform(image, raw_mask)

@@ -20,7 +20,8 @@ from utils.errors import DataError
 
 __all__ = [
     "PIFPAF_PARTS", "PART_GROUPINGS", "MASK_SUBDIR", "MASK_SOURCE_HINT", "part_names", "mask_candidates",
-    "find_mask", "read_mask_header", "check_mask_values", "load_mask", "group_parts", "flip_permutation", "add_background", "mask_targets",
+    "find_mask", "require_mask", "read_mask_header", "check_mask_values", "load_mask", "group_parts",
+    "flip_permutation", "add_background", "mask_targets",
 ]
 
 # Channel order of the mask files: the 17 COCO keypoints, then 19 limb ("joint") fields.
@@ -96,6 +97,18 @@ def mask_candidates(img_path: str) -> list[str]:
 def find_mask(img_path: str) -> str | None:
     """The existing mask file of ``img_path`` (see :func:`mask_candidates`), or None."""
     return next((p for p in mask_candidates(img_path) if os.path.isfile(p)), None)
+
+
+def require_mask(img_path: str) -> str:
+    """The existing mask file of ``img_path``.
+
+    Raises:
+        DataError: naming the image and the paths looked at, when there is none.
+    """
+    path = find_mask(img_path)
+    if path is None:
+        raise DataError(f"no part mask for {img_path}; looked for {' and '.join(mask_candidates(img_path))}")
+    return path
 
 
 def _check_shape(path: str, shape: Sequence[int]) -> None:

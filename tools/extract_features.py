@@ -34,7 +34,6 @@ import json  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from tools._common import (  # noqa: E402
     eval_loader, figure_path, file_stem, folder_records, load_model, load_tool_cfg, parse_tool_args, query_names,
