@@ -37,34 +37,13 @@ import torch  # noqa: E402
 
 from config import load_cfg  # noqa: E402
 from datasets import build_dataset, make_batch_transform, make_train_loader, preflight  # noqa: E402
-from utils.errors import ConfigError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "OCC_Duke", "vit_base.yml")
 NAMES = os.path.join(os.path.dirname(REPO), "shared", "data", "Occluded_Duke")
-SPLIT_LISTS = ("bounding_box_train.list", "query.list", "bounding_box_test.list")
 # name: (DATALOADER.CACHE, INPUT.BATCH_AUGMENT)
 PIPELINES = {"per-sample": (False, False), "cache": (True, False), "batched": (False, True),
              "cache+batched": (True, True)}
-
-
-def write_slice_lists(names_from: str, dst: str, num_train: int) -> None:
-    """Name lists for ``make_synthetic_data --scale full``: the first ``num_train`` training names of
-    the real lists (whole identities in file order) and a few query / gallery names."""
-    def read(name: str) -> list[str]:
-        path = os.path.join(names_from, name)
-        if not os.path.isfile(path):
-            raise ConfigError(f"{path} not found; pass --names-from with the real Occluded-Duke lists "
-                              f"({', '.join(SPLIT_LISTS)}) or --root with a generated data set")
-        with open(path) as f:
-            return [line.strip() for line in f if line.strip()]
-
-    os.makedirs(dst, exist_ok=True)
-    counts = dict(zip(SPLIT_LISTS, (num_train, 16, 16)))
-    for name, n in [*counts.items(), ("new_query.txt", 0), ("new_gallery.txt", 0)]:
-        lines = read(name)[:n] if n else []
-        with open(os.path.join(dst, name), "w") as f:
-            f.writelines(line + "\n" for line in lines)
 
 
 class Timed:
@@ -137,12 +116,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tsd_bench_") as tmp:
         root = args.root
         if root is None:
-            from tools.make_synthetic_data import generate
+            from tools.make_synthetic_data import generate, write_name_lists
 
             root = os.path.join(tmp, "data")
-            write_slice_lists(args.names_from, os.path.join(tmp, "names"), args.slice)
+            # The first --slice training names (whole identities, file order) and a few queries / gallery images.
+            names = write_name_lists(args.names_from, os.path.join(tmp, "names"), {
+                "bounding_box_train.list": args.slice, "query.list": 16, "bounding_box_test.list": 16,
+                "new_query.txt": 0, "new_gallery.txt": 0})
             print(f"generating a {args.slice}-image slice of the full synthetic set in {root} ...", flush=True)
-            generate(root, scale="full", seed=0, names_from=os.path.join(tmp, "names"), workers=args.build_workers)
+            generate(root, scale="full", seed=0, names_from=names, workers=args.build_workers)
         cache_dir = os.path.join(tmp, "cache")
         cfgs, build = {}, None
         for name in args.pipelines:

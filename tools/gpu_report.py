@@ -210,18 +210,13 @@ def _sliced_lists(dst: str, names_from: str | None, train_images: int) -> str:
     (the identity sampler draws K per identity, with replacement when an identity has fewer). Query,
     gallery and the new benchmark stay whole: the evaluation row needs the real size. The lists come from
     ``names_from`` or else are made up with the real split sizes."""
+    from tools.make_synthetic_data import write_name_lists
+
     os.makedirs(dst, exist_ok=True)
     if names_from is None:
         _made_up_lists(dst)
         names_from = dst
-    for name in SPLIT_LISTS:
-        with open(os.path.join(names_from, name)) as f:
-            lines = f.read().splitlines()
-        if name == "bounding_box_train.list" and train_images > 0:
-            lines = lines[:train_images]
-        with open(os.path.join(dst, name), "w") as f:
-            f.write("".join(line + "\n" for line in lines))
-    return dst
+    return write_name_lists(names_from, dst, {"bounding_box_train.list": train_images} if train_images > 0 else None)
 
 
 def ensure_data(root: str, smoke: bool, train_images: int, workers: int, tmp: str) -> str:

@@ -726,6 +726,23 @@ def _read_lines(folder: str, filename: str) -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
+def write_name_lists(names_from: str, dst: str, limits: dict[str, int] | None = None) -> str:
+    """Copy the Occluded-Duke name lists of ``names_from`` (the ``--names-from`` files) to ``dst``, each
+    cut to its first ``limits[file name]`` names (lists not in ``limits`` stay whole): the input of a
+    ``--scale full`` slice for benchmarks. Returns ``dst``.
+
+    Raises:
+        DataError: a list is missing in ``names_from``.
+    """
+    os.makedirs(dst, exist_ok=True)
+    limits = limits or {}
+    for name in (*(f"{s}.list" for s in SPLITS), NEW_QUERY, NEW_GALLERY):
+        lines = _read_lines(names_from, name)
+        with open(os.path.join(dst, name), "w") as f:
+            f.writelines(line + "\n" for line in lines[:limits.get(name, len(lines))])
+    return dst
+
+
 def _parse_name(name: str, where: str) -> tuple[int, int]:
     m = NAME_RE.search(name)
     if m is None or not 1 <= int(m.group(2)) <= NUM_CAMS:
