@@ -101,13 +101,15 @@ def evaluate(cfg, model: nn.Module, val_loader, num_query: int, device: str) -> 
 SPLIT_NAMES = {"all": "ALL", "npo": "NPO", "ntp": "NTP"}
 
 
-def _row(label: str, r: dict) -> str:
+def _rank(r: dict, k: int) -> float:
+    """Rank-``k`` accuracy (a fraction) of result row ``r``; NaN, not 0, where no query counts (a part
+    that no query sees)."""
     cmc = np.asarray(r["cmc"])
+    return float(cmc[min(k, len(cmc)) - 1]) if len(cmc) and r["num_valid"] else float("nan")
 
-    def rank(k: int) -> float:  # NaN, not 0, where no query counts (a part that no query sees)
-        return 100 * float(cmc[min(k, len(cmc)) - 1]) if len(cmc) and r["num_valid"] else float("nan")
 
-    return (f"{label:<10}{rank(1):>8.1f}{rank(5):>8.1f}{rank(10):>9.1f}"
+def _row(label: str, r: dict) -> str:
+    return (f"{label:<10}{100 * _rank(r, 1):>8.1f}{100 * _rank(r, 5):>8.1f}{100 * _rank(r, 10):>9.1f}"
             f"{100 * r['mAP']:>8.1f}{100 * r['mINP']:>8.1f}{r['num_valid']:>9d}")
 
 
@@ -123,13 +125,9 @@ def format_results(results: dict[str, dict], title: str = "") -> str:
 
 
 def _json_row(r: dict) -> dict:
-    cmc = [float(x) for x in np.asarray(r["cmc"])]
-
-    def rank(k: int) -> float:
-        return cmc[min(k, len(cmc)) - 1] if cmc and r["num_valid"] else float("nan")
-
-    return {"rank1": rank(1), "rank5": rank(5), "rank10": rank(10), "mAP": float(r["mAP"]),
-            "mINP": float(r["mINP"]), "num_valid": int(r["num_valid"]), "cmc": cmc}
+    return {"rank1": _rank(r, 1), "rank5": _rank(r, 5), "rank10": _rank(r, 10), "mAP": float(r["mAP"]),
+            "mINP": float(r["mINP"]), "num_valid": int(r["num_valid"]),
+            "cmc": [float(x) for x in np.asarray(r["cmc"])]}
 
 
 def results_to_json(results: dict[str, dict]) -> dict[str, dict]:
