@@ -20,7 +20,7 @@ def synthetic_root(tmp_path_factory) -> str:
 
     Returns the data root, i.e. the folder that contains ``Occluded_Duke/``.
     """
-    from tools.make_synthetic_data import generate
+    from tools.synthetic.writer import generate
 
     root = str(tmp_path_factory.mktemp("syn_data"))
     generate(root, scale="tiny", seed=0)

@@ -14,8 +14,9 @@ import pytest
 from config import load_cfg
 from datasets.factory import build_dataset
 from datasets.masks import find_mask
-from tools.make_synthetic_data import (MARKET_DIR, OCC_REID_DIR, OCC_REID_FOLDERS, generate, plan_market,
-                                       plan_occ_reid)
+from tools.synthetic.market1501 import MARKET_DIR, plan_market
+from tools.synthetic.occ_reid import OCC_REID_DIR, OCC_REID_FOLDERS, plan_occ_reid
+from tools.synthetic.writer import generate
 from utils.errors import ConfigError, DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

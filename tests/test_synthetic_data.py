@@ -12,8 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tools.make_synthetic_data import (DATASET_DIR, MASK_DIR, NEW_GALLERY, NEW_QUERY, NONE, OBJECT, PERSON, SPLITS,
-                                       ImageSpec, generate, plan_full, render)
+from tools.synthetic.layout import MASK_DIR, NONE, OBJECT, PERSON, SPLITS, ImageSpec
+from tools.synthetic.occ_duke import DATASET_DIR, NEW_GALLERY, NEW_QUERY, plan_full
+from tools.synthetic.render import render
+from tools.synthetic.writer import generate
 from utils.errors import ConfigError, DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -116,7 +116,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tsd_bench_") as tmp:
         root = args.root
         if root is None:
-            from tools.make_synthetic_data import generate, write_name_lists
+            from tools.synthetic.occ_duke import write_name_lists
+            from tools.synthetic.writer import generate
 
             root = os.path.join(tmp, "data")
             # The first --slice training names (whole identities, file order) and a few queries / gallery images.

@@ -210,7 +210,7 @@ def _sliced_lists(dst: str, names_from: str | None, train_images: int) -> str:
     (the identity sampler draws K per identity, with replacement when an identity has fewer). Query,
     gallery and the new benchmark stay whole: the evaluation row needs the real size. The lists come from
     ``names_from`` or else are made up with the real split sizes."""
-    from tools.make_synthetic_data import write_name_lists
+    from tools.synthetic.occ_duke import write_name_lists
 
     os.makedirs(dst, exist_ok=True)
     if names_from is None:
@@ -224,7 +224,7 @@ def ensure_data(root: str, smoke: bool, train_images: int, workers: int, tmp: st
 
     Returns a description of the set for the report's header.
     """
-    from tools.make_synthetic_data import generate
+    from tools.synthetic.writer import generate
 
     marker = os.path.join(root, DATASET_DIR, "SYNTHETIC.json")
     if os.path.exists(marker):
