@@ -19,11 +19,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 import warnings
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from yacs.config import CfgNode
@@ -34,7 +32,7 @@ from .inference import _features
 
 __all__ = [
     "ExportError", "EvalModel", "OnnxModel", "ExportCheck", "export_onnx", "onnx_session", "onnx_metadata",
-    "file_metadata", "load_onnx_model", "verify_onnx", "random_batches", "compare_speed", "FEATURE_TOL", "LOGIT_MARGIN",
+    "file_metadata", "load_onnx_model", "verify_onnx", "random_batches", "FEATURE_TOL", "LOGIT_MARGIN",
 ]
 
 INPUT_NAME = "images"
@@ -302,34 +300,3 @@ def random_batches(cfg: CfgNode, sizes: Sequence[int] = (1, 5), seed: int = 0) -
     g = torch.Generator().manual_seed(seed)
     h, w = cfg.INPUT.SIZE_TEST
     return [torch.randn(b, 3, h, w, generator=g) for b in sizes]
-
-
-def compare_speed(model: nn.Module, session, images: torch.Tensor, warmup: int = 2, iters: int = 5,
-                  gap: float = 0.2) -> dict[str, float]:
-    """Images per second of the evaluation forward in PyTorch (eval, no grad) and in onnxruntime on one
-    batch, timed round-robin (median of ``iters`` after ``warmup``) so that both see the same load.
-
-    Each timed call waits ``gap`` seconds first: both runtimes' worker threads keep spinning for a
-    while after a call (OpenMP's and onnxruntime's busy-wait) and would take cores from the other
-    one's call (on 2 cores this cost either side 2-3x).
-
-    The flip, if exported, must be reflected by the caller's ``model`` (pass an :class:`EvalModel`).
-
-    Returns:
-        ``{'torch': img/s, 'onnxruntime': img/s, 'ratio': ort / torch}``.
-    """
-    onnx_model = OnnxModel(session)
-    model.eval()
-    runs = {"torch": model, "onnxruntime": onnx_model}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    with torch.no_grad():
-        for i in range(warmup + iters):
-            for name, m in runs.items():
-                time.sleep(gap)
-                start = time.perf_counter()
-                m(images)
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    speed = {k: images.shape[0] / float(np.median(v)) for k, v in times.items()}
-    speed["ratio"] = speed["onnxruntime"] / speed["torch"]
-    return speed

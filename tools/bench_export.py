@@ -15,21 +15,58 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from utils.cli import check_test_weight, config_argparser, load_eval_cfg, run_main  # noqa: E402
 
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo", "tsd_tiny.yml")
 
 
+def compare_speed(model: nn.Module, session, images: torch.Tensor, warmup: int = 2, iters: int = 5,
+                  gap: float = 0.2) -> dict[str, float]:
+    """Images per second of the evaluation forward in PyTorch (eval, no grad) and in onnxruntime on one
+    batch, timed round-robin (median of ``iters`` after ``warmup``) so that both see the same load.
+
+    Each timed call waits ``gap`` seconds first: both runtimes' worker threads keep spinning for a
+    while after a call (OpenMP's and onnxruntime's busy-wait) and would take cores from the other
+    one's call (on 2 cores this cost either side 2-3x).
+
+    The flip, if exported, must be reflected by the caller's ``model`` (pass a
+    :class:`processor.export.EvalModel`).
+
+    Returns:
+        ``{'torch': img/s, 'onnxruntime': img/s, 'ratio': ort / torch}``.
+    """
+    from processor.export import OnnxModel
+
+    onnx_model = OnnxModel(session)
+    model.eval()
+    runs = {"torch": model, "onnxruntime": onnx_model}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.no_grad():
+        for i in range(warmup + iters):
+            for name, m in runs.items():
+                time.sleep(gap)
+                start = time.perf_counter()
+                m(images)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    speed = {k: images.shape[0] / float(np.median(v)) for k, v in times.items()}
+    speed["ratio"] = speed["onnxruntime"] / speed["torch"]
+    return speed
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     from model import make_model
-    from processor.export import EvalModel, compare_speed, export_onnx, onnx_session, random_batches, verify_onnx
+    from processor.export import EvalModel, export_onnx, onnx_session, random_batches, verify_onnx
 
     parser = config_argparser(__doc__.splitlines()[0], config_required=False)
     parser.add_argument("--batch", type=int, default=32, help="images per forward (default 32)")
