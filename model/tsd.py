@@ -21,27 +21,22 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Mapping
 
 import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from config import PART_GROUP_SIZES
 from datasets.masks import mask_targets
-from utils.errors import CheckpointError, ConfigError
+from utils.errors import ConfigError
 
-from .backbones.vit_pytorch import BACKBONES, TransReID, read_checkpoint
+from .backbones.vit_pytorch import TransReID, read_checkpoint
+from .checkpoint_check import check_checkpoint
 from .decoder import PartDecoder
 from .heads import TokenClassifier, bnneck, global_weighted_pooling, id_classifier
 
 __all__ = ["ViTReID", "TSD"]
 
 logger = logging.getLogger("tsd")
-
-# Identity classifiers: their rows follow the training identities, so a checkpoint trained on another
-# data set only differs there; they do not influence evaluation outputs.
-ID_CLASSIFIERS = ("classifier.weight", "classifier_part.weight", "classifier_partm.weight", "classifier_fg.weight")
 
 
 class ViTReID(nn.Module):
@@ -121,26 +116,8 @@ class ViTReID(nn.Module):
                 unexpected / mis-shaped tensors (all named, with the config change that fixes them).
         """
         state = {k.removeprefix("module."): v for k, v in read_checkpoint(path).items()}
-        if not any(k.startswith("base.") for k in state):
-            hint = (
-                "it holds ImageNet ViT weights: use it as MODEL.PRETRAIN_PATH with MODEL.PRETRAIN_CHOICE imagenet"
-                if any(k.startswith(("blocks.", "patch_embed.")) for k in state)
-                else "expected the base.* / b1.* tensors of a TSD or ViT-baseline checkpoint"
-            )
-            raise CheckpointError(f"{path} is not a TSD checkpoint; {hint}")
         own = self.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-        other_classes = [k for k in mismatched if k in ID_CLASSIFIERS and state[k].shape[1:] == own[k].shape[1:]]
-        mismatched = [k for k in mismatched if k not in other_classes]
-        if missing or unexpected or mismatched:
-            problems = _listing("missing", missing, own) + _listing("unexpected", unexpected, state)
-            problems += _listing("shape mismatch", mismatched, state, own)
-            hints = _config_hints(own, state, self)
-            raise CheckpointError(
-                f"checkpoint {path} does not fit the model: {'; '.join(hints + problems)}"
-            )
+        other_classes = check_checkpoint(path, state, own, self.embed_dim)
         self.load_state_dict({k: v for k, v in state.items() if k not in other_classes}, strict=not other_classes)
         if other_classes:
             logger.info(
@@ -295,62 +272,3 @@ class TSD(ViTReID):
             "pixel_logits": pixel_logits,
             "mask_targets": targets,
         }
-
-
-def _shape(t: torch.Tensor) -> str:
-    return "(" + ",".join(str(s) for s in t.shape) + ")"
-
-
-def _listing(what: str, keys: list[str], state: Mapping[str, torch.Tensor], other: Mapping | None = None) -> list[str]:
-    """'what: k1, k2 (shapes) ... and N more' for a non-empty key list."""
-    if not keys:
-        return []
-    shown = [f"{k} {_shape(state[k])}" + (f" vs {_shape(other[k])}" if other is not None else "") for k in keys[:4]]
-    more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
-    return [f"{what}: {', '.join(shown)}{more}"]
-
-
-def _config_hints(own: Mapping[str, torch.Tensor], ckpt: Mapping[str, torch.Tensor], model: ViTReID) -> list[str]:
-    """The config changes that would make the model match the checkpoint, as far as they can be told."""
-    width = ckpt["base.cls_token"].shape[-1] if "base.cls_token" in ckpt else model.embed_dim
-    if width != model.embed_dim:
-        names = [n for n, s in BACKBONES.items() if s.embed_dim == width]
-        return [
-            f"its backbone is {width}-wide but the model's is {model.embed_dim}: set MODEL.TRANSFORMER_TYPE "
-            + (" or ".join(names) if names else f"to a {width}-wide backbone")
-        ]
-    hints = []
-    depth = {_num_blocks(own), _num_blocks(ckpt)}
-    if len(depth) > 1:
-        names = [n for n, s in BACKBONES.items() if s.embed_dim == width and s.depth == _num_blocks(ckpt)]
-        hints.append(f"it has a {_num_blocks(ckpt)}-block backbone: set MODEL.TRANSFORMER_TYPE {' or '.join(names) or '?'}")
-    q = "query_embedding.weight"
-    if q in ckpt and q not in own:
-        hints.append("it is a TSD checkpoint: set MODEL.ARCH tsd")
-    elif q in own and q not in ckpt:
-        hints.append("it is a ViT-baseline checkpoint: set MODEL.ARCH vit")
-    elif q in own and ckpt[q].shape[0] != own[q].shape[0]:
-        parts = ckpt[q].shape[0] - 1
-        grouping = {n: g for g, n in PART_GROUP_SIZES.items()}.get(parts)
-        fix = f"MODEL.NUM_PARTS {parts}" + (f" INPUT.MASK_PREPROCESS {grouping}" if grouping else "")
-        hints.append(
-            f"it has {parts}-part decoder tensors ({q} {_shape(ckpt[q])}) but the model has NUM_PARTS "
-            f"{own[q].shape[0] - 1}: set {fix}"
-        )
-    if "base.pos_embed" in ckpt and ckpt["base.pos_embed"].shape != own["base.pos_embed"].shape:
-        hints.append(
-            f"it has {ckpt['base.pos_embed'].shape[1] - 1} patch tokens, the model {own['base.pos_embed'].shape[1] - 1}: "
-            "set INPUT.SIZE_TRAIN / MODEL.STRIDE_SIZE to the training values"
-        )
-    fg = "bottleneck_fg.weight"
-    if q in own and q in ckpt and (fg in ckpt) != (fg in own):
-        hints.append(f"set MODEL.WITH_FORE_HEAD {fg in ckpt}")
-    sie = "base.sie_embed"
-    if (sie in ckpt) != (sie in own) or (sie in ckpt and ckpt[sie].shape != own[sie].shape):
-        trained = f"with SIE (base.sie_embed {_shape(ckpt[sie])})" if sie in ckpt else "without SIE"
-        hints.append(f"it was trained {trained}: set MODEL.SIE_CAMERA / MODEL.SIE_VIEW as in training")
-    return hints
-
-
-def _num_blocks(state: Mapping[str, torch.Tensor]) -> int:
-    return len({k.split(".")[2] for k in state if k.startswith("base.blocks.")})
