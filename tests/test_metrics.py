@@ -1,6 +1,6 @@
-"""Behaviour of the retrieval evaluator (utils/metrics.py) and the re-ranking (utils/reranking.py).
+"""Behaviour of the retrieval evaluator (evaluation/) and the re-ranking (evaluation/rerank.py).
 
-The oracles are the per-query re-implementations of the reference in tools/bench_eval.py.
+The oracles are the per-query re-implementations of the reference in tests/oracles.py.
 """
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from config import get_cfg_defaults
-from tools.bench_eval import reference_distance, reference_eval, reference_rerank
+from evaluation import ReidEvaluator, evaluate_rankings, k_reciprocal_rerank, query_gallery_distance
+from tests.oracles import reference_distance, reference_eval, reference_rerank
 from utils.errors import ConfigError, DataError
-from utils.metrics import ReidEvaluator, evaluate_rankings, query_gallery_distance
-from utils.reranking import k_reciprocal_rerank
 
 NEW = {"all": (0,), "npo": (0, 1), "ntp": (0, 2)}
 
@@ -48,7 +47,7 @@ def _evaluate(data: dict, batch: int = 37, **kwargs):
 
 
 def _oracle(data: dict, distmat: np.ndarray, ignored_labels: Optional[tuple] = None, sort_kind: str = "stable", max_rank: int = 50) -> dict:
-    """tools/bench_eval.reference_eval on ``distmat`` with the data's ids."""
+    """tests/oracles.reference_eval on ``distmat`` with the data's ids."""
     nq = data["num_query"]
     pids, camids, labels = data["pids"].numpy(), data["camids"].numpy(), data["labels"].numpy()
     return reference_eval(
@@ -266,9 +265,9 @@ def test_rerank_equals_the_dense_reference(k1: int, k2: int, lambda_value: float
 def test_rerank_in_many_blocks_equals_the_dense_reference(block_rows: int, monkeypatch) -> None:
     """The upper-triangle pass merges neighbour lists across blocks (rows with fewer block rows than
     neighbours kept included): still the dense result."""
-    import utils.reranking
+    import evaluation.rerank
 
-    monkeypatch.setattr(utils.reranking, "MIN_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(evaluation.rerank, "MIN_BLOCK_ROWS", block_rows)
     gen = torch.Generator().manual_seed(block_rows)
     pids = torch.randint(0, 40, (300,), generator=gen)
     x = torch.randn(40, 16, generator=gen)[pids] + 0.8 * torch.randn(300, 16, generator=gen)
@@ -289,9 +288,9 @@ def test_evaluator_reranking_equals_the_dense_reference() -> None:
 
 def test_evaluator_reranking_in_blocks_equals_the_dense_reference(monkeypatch) -> None:
     """The evaluator's block callable (part distance of rows i0:i1 against images j0:N) across 6 blocks."""
-    import utils.reranking
+    import evaluation.rerank
 
-    monkeypatch.setattr(utils.reranking, "MIN_BLOCK_ROWS", 50)
+    monkeypatch.setattr(evaluation.rerank, "MIN_BLOCK_ROWS", 50)
     data = _random_set(seed=12)
     results, distmat = _evaluate(data, reranking=True, chunk_size=20_000)
     feats = F.normalize(data["feats"], dim=2)

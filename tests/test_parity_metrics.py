@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation import DEFAULT_CHUNK_SIZE, ReidEvaluator
 from tests.parity import load_fixture, parity_files
-from utils.metrics import DEFAULT_CHUNK_SIZE, ReidEvaluator
 
 NEW_KEYS = {"ALL": "all", "NPO": "npo", "NTP": "ntp"}
 

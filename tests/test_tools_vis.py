@@ -17,15 +17,14 @@ from config import load_cfg
 from datasets import build_dataset
 from datasets.bases import parse_pid_cam
 from datasets.transforms import build_eval_transform, read_image
+from evaluation import ReidEvaluator
 from model import make_model
 from processor.inference import extract_features
-from utils.metrics import ReidEvaluator
 from tests.parity import REPO
 from tools import extract_features as extract_tool
 from tools import vis_attn, vis_rank
 from tools._common import eval_loader, part_abbrev, query_names
 from utils.errors import CheckpointError, ConfigError, DataError
-from utils.metrics import ReidEvaluator
 
 CONFIG = os.path.join(REPO, "configs", "demo", "tsd_tiny.yml")
 

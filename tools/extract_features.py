@@ -17,7 +17,7 @@ Reads every image under ``--images`` (recursively, sorted; person crops, any siz
 
 With ``--gallery DIR`` the gallery gets the same three files prefixed ``gallery_``, and every image
 is ranked against the gallery by the evaluator's visibility-weighted part distance
-(``utils.metrics.part_distance``, i.e. the mean Euclidean distance over the global token and the
+(``evaluation.distance.part_distance``, i.e. the mean Euclidean distance over the global token and the
 mutually visible parts): ``ranking.json`` maps each image path to its top-K ``[{path, distance}]``
 and ``ranking/<nnn>_<name>.png`` draws it (no identities: grey frames). ``TEST.RE_RANKING`` is not
 applied here.
@@ -35,6 +35,7 @@ from typing import Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from evaluation import query_gallery_distance  # noqa: E402
 from tools._common import (  # noqa: E402
     eval_loader, figure_path, file_stem, folder_records, load_model, load_tool_cfg, parse_tool_args, query_names,
     save_figure, tool_output_dir,
@@ -42,7 +43,6 @@ from tools._common import (  # noqa: E402
 from tools.vis_rank import RankedImage, plot_ranking, ranked_gallery  # noqa: E402
 from utils.cli import config_argparser, run_main  # noqa: E402
 from utils.logger import get_logger  # noqa: E402
-from utils.metrics import query_gallery_distance  # noqa: E402
 
 __all__ = ["save_features", "main"]
 

@@ -15,7 +15,7 @@ batch 64, 256x128, random weights; ``--smoke``: the tiny ViT, 64x32, batch 8, th
   at several ``DATALOADER.NUM_WORKERS``, next to the loader alone at the same worker counts (whichever is
   lower bounds training);
 * evaluation of an Occluded-Duke-size query + gallery: feature extraction img/s (real loader), then
-  distance + metrics seconds (``utils.metrics.ReidEvaluator``);
+  distance + metrics seconds (``evaluation.ReidEvaluator``);
 * ``torchrun`` with one process (NCCL; gloo on the CPU): ``train.py`` for one short epoch.
 
 The data set is a synthetic Occluded-Duke with the real names and image sizes
@@ -346,8 +346,7 @@ def eval_rows(s: Setup, report: Report) -> None:
     """Feature extraction over query + gallery (real loader), then the evaluator, as processor.inference does."""
     from datasets import make_dataloader
     from model import make_model
-    from processor.inference import extract_features
-    from utils.metrics import ReidEvaluator
+    from processor.inference import extract_features, make_evaluator
 
     state = {}
 
@@ -371,7 +370,7 @@ def eval_rows(s: Setup, report: Report) -> None:
             raise RuntimeError("no features (the extraction row failed)")
         data, cfg = state["data"], state["cfg"]
         t = time.perf_counter()
-        evaluator = ReidEvaluator.from_cfg(cfg, state["num_query"])
+        evaluator = make_evaluator(cfg, state["num_query"])
         evaluator.update(data["feats"], data["vis"], data["pids"], data["camids"])
         evaluator.compute()
         _sync(s.device)

@@ -29,13 +29,13 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from evaluation.protocols import HOLISTIC_LABEL, NEW_PROTOCOL_IGNORED  # noqa: E402
 from tools._common import (  # noqa: E402
     display_image, figure_path, load_model, load_tool_cfg, parse_tool_args, part_abbrev, query_names,
     save_figure, tool_output_dir,
 )
 from utils.cli import config_argparser, run_main  # noqa: E402
 from utils.logger import get_logger  # noqa: E402
-from utils.metrics import HOLISTIC_LABEL, NEW_PROTOCOL_IGNORED  # noqa: E402
 
 __all__ = ["RankedImage", "pick_queries", "protocol_removed", "ranked_gallery", "plot_ranking", "main"]
 
@@ -154,13 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     out = tool_output_dir(cfg, args.out, "vis_rank", "vis_rank_log.txt")
 
     from datasets import make_test_loader
-    from processor.inference import extract_features, format_results
-    from utils.metrics import ReidEvaluator
+    from processor.inference import extract_features, format_results, make_evaluator
 
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)
     model, device = load_model(cfg, num_classes, camera_num, view_num)
     data = extract_features(model, val_loader, device, flip=cfg.TEST.FLIP_FEATS)
-    evaluator = ReidEvaluator.from_cfg(cfg, num_query)
+    evaluator = make_evaluator(cfg, num_query)
     occ = data["occ"] if cfg.TEST.NEW_METRIC else None
     evaluator.update(data["feats"], data["vis"], data["pids"], data["camids"], occ)
     results, distmat = evaluator.compute(return_distmat=True)
