@@ -117,6 +117,15 @@ def test_mask_tool_imports_without_torch():
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
+def test_without_mediapipe_the_tool_names_the_mask_environment(tmp_path, monkeypatch):
+    import tools.make_masks as tool
+    from utils.errors import ConfigError
+
+    monkeypatch.setattr(tool, "find_spec", lambda name: None)  # as in the training environment
+    with pytest.raises(ConfigError, match=r"mediapipe is not installed .*make masks IMAGES=DIR OUT=DIR"):
+        tool.make_masks([(str(tmp_path / "a.jpg"), str(tmp_path / "a.npy"))])
+
+
 def test_folder_and_dataset_jobs_write_where_the_loaders_look(tmp_path, synthetic_root):
     for rel in ("a/x_1.jpg", "a/b/y.png", "z.jpeg"):
         (tmp_path / "in" / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -36,10 +36,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import multiprocessing  # noqa: E402
+import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from concurrent.futures.process import BrokenProcessPool  # noqa: E402
-import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from importlib.util import find_spec  # noqa: E402
 from typing import Iterable, Sequence  # noqa: E402
 
 import cv2  # noqa: E402
@@ -358,6 +359,8 @@ def make_masks(jobs: Sequence[Job], workers: int = 1, overwrite: bool = False, s
     todo = [j for j in jobs if overwrite or not os.path.isfile(j[1])]
     if not todo:
         return Summary(len(jobs), len(jobs), 0, [], [], 0.0, 0)
+    if find_spec("mediapipe") is None:  # before starting workers, whose start-up would fail on it
+        raise ConfigError(f"mediapipe is not installed in {sys.executable}'s environment; {MASKS_VENV_HINT}")
     list_dir = list_dir or os.path.commonpath([os.path.dirname(os.path.abspath(d)) for _, d in jobs])
     os.makedirs(list_dir, exist_ok=True)
     lists = [os.path.join(list_dir, NO_PERSON_LIST), os.path.join(list_dir, UNREADABLE_LIST)]
