@@ -5,18 +5,25 @@ Main entry points::
     train_loader, val_loader, num_query, num_classes, camera_num, view_num = make_dataloader(cfg)
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)
     dataset = build_dataset("occ_duke", "data"); print(dataset.summary())
+
+The data set readers (``bases``, ``factory`` and the data sets) and ``mask_layout`` need no torch:
+``tools/make_masks.py`` imports them in its own environment (``.venv-masks``), which has none; there
+the loaders, transforms and samplers are not imported.
 """
+from importlib.util import find_spec
+
 from .bases import ImageRecord, ReIDDataset
 from .factory import DATASET_FACTORY, build_dataset
-from .make_dataloader import (make_batch_transform, make_dataloader, make_test_loader, make_train_loader,
-                              make_val_loader)
-from .masks import PART_GROUPINGS, PIFPAF_PARTS, mask_targets
-from .preflight import preflight
-from .sampler import RandomIdentitySampler, RandomIdentitySamplerDDP
+from .mask_layout import PART_GROUPINGS, PIFPAF_PARTS
 
-__all__ = [
-    "ImageRecord", "ReIDDataset", "DATASET_FACTORY", "build_dataset", "make_batch_transform", "make_dataloader",
-    "make_test_loader",
-    "make_train_loader", "make_val_loader", "PART_GROUPINGS", "PIFPAF_PARTS", "mask_targets", "preflight",
-    "RandomIdentitySampler", "RandomIdentitySamplerDDP",
-]
+__all__ = ["ImageRecord", "ReIDDataset", "DATASET_FACTORY", "build_dataset", "PART_GROUPINGS", "PIFPAF_PARTS"]
+
+if find_spec("torch") is not None:  # absent only in the mask maker's environment
+    from .make_dataloader import (make_batch_transform, make_dataloader, make_test_loader, make_train_loader,
+                                  make_val_loader)
+    from .masks import mask_targets
+    from .preflight import preflight
+    from .sampler import RandomIdentitySampler, RandomIdentitySamplerDDP
+
+    __all__ += ["make_batch_transform", "make_dataloader", "make_test_loader", "make_train_loader", "make_val_loader",
+                "mask_targets", "preflight", "RandomIdentitySampler", "RandomIdentitySamplerDDP"]

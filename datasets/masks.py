@@ -1,10 +1,12 @@
-"""Human-parsing masks: PifPaf channels, part groupings, file lookup, soft masks and token targets.
+"""Human-parsing masks: reading and checking mask files, part grouping, soft masks and token targets.
 
 The masks are bpbreid's "PifPaf confidence fields filtered with Mask R-CNN": one ``.npy`` array of
 shape (36, h, w) per training image, usually at a lower resolution than the image (reference §3.3).
 The 36 channels are grouped into P body parts by a per-pixel maximum (§3.4); a background channel
 is synthesised where no part is confident, and a softmax turns the P+1 maps into a per-pixel
 distribution (§3.5 step 9). The model supervises its pixel classifier with :func:`mask_targets`.
+The channel names, part groupings and file locations are owned by the torch-free
+:mod:`datasets.mask_layout` (the mask maker's environment has no torch) and re-exported here.
 """
 from __future__ import annotations
 
@@ -18,97 +20,14 @@ from torch import Tensor
 
 from utils.errors import DataError
 
+from .mask_layout import (MASK_SOURCE_HINT, MASK_SUBDIR, NUM_CHANNELS, PART_GROUPINGS, PIFPAF_PARTS, find_mask,
+                          mask_candidates, part_names, require_mask)
+
 __all__ = [
     "PIFPAF_PARTS", "PART_GROUPINGS", "MASK_SUBDIR", "MASK_SOURCE_HINT", "part_names", "mask_candidates",
     "find_mask", "require_mask", "read_mask_header", "check_mask_values", "load_mask", "group_parts",
     "flip_permutation", "add_background", "mask_targets",
 ]
-
-# Channel order of the mask files: the 17 COCO keypoints, then 19 limb ("joint") fields.
-PIFPAF_PARTS: tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-    "right_knee", "left_ankle", "right_ankle",
-    "left_ankle_to_left_knee", "left_knee_to_left_hip", "right_ankle_to_right_knee", "right_knee_to_right_hip",
-    "left_hip_to_right_hip", "left_shoulder_to_left_hip", "right_shoulder_to_right_hip",
-    "left_shoulder_to_right_shoulder", "left_shoulder_to_left_elbow", "right_shoulder_to_right_elbow",
-    "left_elbow_to_left_wrist", "right_elbow_to_right_wrist", "left_eye_to_right_eye", "nose_to_left_eye",
-    "nose_to_right_eye", "left_eye_to_left_ear", "right_eye_to_right_ear", "left_ear_to_left_shoulder",
-    "right_ear_to_right_shoulder",
-)
-
-_HEAD = (0, 1, 2, 3, 4, 29, 30, 31, 32, 33, 34, 35)
-_LEFT_ARM = (5, 7, 9, 25, 27)
-_RIGHT_ARM = (6, 8, 10, 26, 28)
-_TORSO = (11, 12, 21, 22, 23, 24)
-_LEFT_LEG = (13, 17, 18, 21)  # 21 (hip-hip) is also in the torso: exact ties, argmax picks the torso
-_RIGHT_LEG = (14, 19, 20)
-_LEFT_FEET = (15,)
-_RIGHT_FEET = (16,)
-
-# INPUT.MASK_PREPROCESS -> {group name: source channels}. Dict order is the part index 1..P
-# (0 is the background); names and order are the reference's (mask_config.py).
-PART_GROUPINGS: dict[str, dict[str, tuple[int, ...]]] = {
-    "eight": {
-        "head_mask": _HEAD, "left_arm_mask": _LEFT_ARM, "right_arm_mask": _RIGHT_ARM, "torso_mask": _TORSO,
-        "left_leg_mask": _LEFT_LEG, "right_leg_mask": _RIGHT_LEG, "left_feet_mask": _LEFT_FEET,
-        "right_feet_mask": _RIGHT_FEET,
-    },
-    "five": {
-        "head_mask": _HEAD, "arm_mask": _LEFT_ARM + _RIGHT_ARM, "torso_mask": _TORSO,
-        "leg_mask": _LEFT_LEG + _RIGHT_LEG, "feet_mask": _LEFT_FEET + _RIGHT_FEET,
-    },
-    "three": {
-        "head_mask": _HEAD, "upper_body_mask": _LEFT_ARM + _RIGHT_ARM + _TORSO,
-        "lower_body_mask": _LEFT_LEG + _RIGHT_LEG + _LEFT_FEET + _RIGHT_FEET,
-    },
-    "one": {"fg": _HEAD + _LEFT_ARM + _RIGHT_ARM + _TORSO + _LEFT_LEG + _RIGHT_LEG + _LEFT_FEET + _RIGHT_FEET},
-}
-
-NUM_CHANNELS = len(PIFPAF_PARTS)
-# Masks of <root>/<dataset>/<split>/<img> live in <root>/<dataset>/MASK_SUBDIR/<split>/.
-MASK_SUBDIR = os.path.join("masks", "pifpaf_maskrcnn_filtering")
-MASK_SOURCE_HINT = (
-    "the masks are bpbreid's 'PifPaf confidence fields filtered with Mask R-CNN' (download link in the "
-    "README of github.com/VlSomers/bpbreid); `python tools/make_synthetic_data.py` makes a synthetic data set "
-    "with masks"
-)
-
-
-def part_names(grouping: str) -> list[str]:
-    """Names of the P parts of ``grouping`` in part-index order (1..P)."""
-    return list(PART_GROUPINGS[grouping])
-
-
-def mask_candidates(img_path: str) -> list[str]:
-    """Paths where the mask of ``img_path`` may live, in lookup order.
-
-    ``<dataset>/<split>/<stem>.jpg`` -> ``<dataset>/masks/pifpaf_maskrcnn_filtering/<split>/`` +
-    ``<stem>.npy`` (TSD's naming; stem = file name up to its first '.') or
-    ``<stem>.jpg.confidence_fields.npy`` (bpbreid's Occluded-Duke naming).
-    """
-    split_dir = os.path.dirname(img_path)
-    mask_dir = os.path.join(os.path.dirname(split_dir), MASK_SUBDIR, os.path.basename(split_dir))
-    name = os.path.basename(img_path)
-    return [os.path.join(mask_dir, name.split(".")[0] + ".npy"),
-            os.path.join(mask_dir, name + ".confidence_fields.npy")]
-
-
-def find_mask(img_path: str) -> str | None:
-    """The existing mask file of ``img_path`` (see :func:`mask_candidates`), or None."""
-    return next((p for p in mask_candidates(img_path) if os.path.isfile(p)), None)
-
-
-def require_mask(img_path: str) -> str:
-    """The existing mask file of ``img_path``.
-
-    Raises:
-        DataError: naming the image and the paths looked at, when there is none.
-    """
-    path = find_mask(img_path)
-    if path is None:
-        raise DataError(f"no part mask for {img_path}; looked for {' and '.join(mask_candidates(img_path))}")
-    return path
 
 
 def _check_shape(path: str, shape: Sequence[int]) -> None:
