@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# The part-mask maker's own environment (see the masks targets below).
+MASKS_VENV := .venv-masks
+MASKS_PY   := $(MASKS_VENV)/bin/python
 DEMO_DATA := data/synthetic_small
 export HF_HUB_OFFLINE := 1
 
@@ -32,9 +35,6 @@ clean-demo:
 # The part-mask maker (tools/make_masks.py) has its own environment: mediapipe pins numpy<2 / protobuf<5,
 # which the training environment must not get. requirements-masks.txt is the complete pinned list, hence
 # --no-deps (see the file). `make test` builds it too, so that CI runs tests/test_make_masks.py.
-MASKS_VENV := .venv-masks
-MASKS_PY   := $(MASKS_VENV)/bin/python
-
 $(MASKS_VENV)/.installed: requirements-masks.txt
 	test -x $(MASKS_PY) || $(PYTHON) -m venv $(MASKS_VENV)
 	$(MASKS_PY) -m pip install --quiet --no-deps -r requirements-masks.txt
