@@ -168,10 +168,19 @@ def cache_folder(root: str, name: str, records: Sequence[ImageRecord], size: Seq
     return os.path.join(root, f"{name}_{digest}"), key
 
 
-def _decode_chunk(args: tuple[Sequence[ImageRecord], Sequence[int], str | None]) -> list[tuple]:
-    """Build-pool task: ``[(image, parts or None)]`` numpy arrays of a chunk of records."""
-    records, size, grouping = args
+def _init_build_worker() -> None:
+    """Build-pool initializer: one thread per process (the pool already uses every core)."""
     torch.set_num_threads(1)
+
+
+def _decode_chunk(args: tuple[Sequence[ImageRecord], Sequence[int], str | None]) -> list[tuple]:
+    """Build task: ``[(image, parts or None)]`` numpy arrays of a chunk of records.
+
+    Touches no state of the calling process (thread count, random streams): with one build process it
+    runs in the training process itself, whose numbers must not depend on whether the cache was built
+    in this run (a thread count of 1 instead of the run's changes float reductions, hence the weights).
+    """
+    records, size, grouping = args
     source = DecodedSource(records, size, grouping)
     return [tuple(None if t is None else t.numpy() for t in source[i]) for i in range(len(records))]
 
@@ -198,7 +207,7 @@ def build_cache(folder: str, records: Sequence[ImageRecord], size: Sequence[int]
         parts, index, offset = [], np.zeros((n, 3), np.int64), 0
         chunk = max(1, min(256, -(-n // (4 * workers))))
         chunks = [(records[i:i + chunk], size, grouping) for i in range(0, n, chunk)]
-        pool = multiprocessing.get_context().Pool(workers) if workers > 1 else None
+        pool = multiprocessing.get_context().Pool(workers, _init_build_worker) if workers > 1 else None
         try:
             results = pool.imap(_decode_chunk, chunks) if pool else map(_decode_chunk, chunks)
             i = 0
