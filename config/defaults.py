@@ -96,6 +96,11 @@ _C.DATASETS = CN()
 # 'occ_duke', 'new_occ_duke', 'dukemtmc', 'market1501', 'msmt17', 'occ_reid'
 _C.DATASETS.NAMES = "market1501"
 _C.DATASETS.ROOT_DIR = "../data"
+# (new) A JPEG cut mid-stream (no end-of-image marker; decoded, its missing part is grey): 'error' names
+# the file and stops (training checks every training image before the first step, ~1 s for 15k files;
+# evaluation when it reads the file); 'warn' uses it as decoded and logs a warning naming it; 'ignore'
+# uses it silently, the reference's behaviour (PIL's LOAD_TRUNCATED_IMAGES = True, OpenCV's decoder).
+_C.DATASETS.TRUNCATED_IMAGES = "error"
 
 # -----------------------------------------------------------------------------------------------
 # DATALOADER
@@ -162,6 +167,13 @@ _C.TEST.IMS_PER_BATCH = 128
 _C.TEST.WEIGHT = ""
 # 'yes': L2-normalise every token feature before the distance (the reference always does, bug 9.3).
 _C.TEST.FEAT_NORM = "yes"
+# (new) The evaluation's image path; the reference has two (bug 9.12). 'pil': PIL decode, torchvision
+# Resize on the PIL image (PIL bilinear, filtering when it shrinks), ToTensor, Normalize -- its test_tsd.py,
+# which printed the paper's figures. 'cv2': OpenCV decode and bilinear resize without antialiasing -- its
+# in-training evaluation (train_tsd.py). 'auto': as the reference, 'pil' in test.py and the tools that
+# evaluate a checkpoint (extract_features, vis_rank, vis_attn, export_onnx's check), 'cv2' in the
+# evaluation during training.
+_C.TEST.IMAGE_LOADER = "auto"
 # TSD new benchmark (ALL / NPO / NTP) instead of the standard protocol.
 _C.TEST.NEW_METRIC = False
 # k-reciprocal re-ranking on the part-aware distance.

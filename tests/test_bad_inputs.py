@@ -137,9 +137,17 @@ def mask_with_17_channels(case: Path) -> None:
 
 
 def truncate_train_jpegs(case: Path) -> None:
-    """A broken copy: every training JPEG keeps only its first 600 bytes. Only loader workers decode images."""
+    """A broken copy: every training JPEG keeps only its first 600 bytes (found before the first step)."""
     for f in train_files(case):
         f.write_bytes(f.read_bytes()[:600])
+
+
+def scramble_train_jpegs(case: Path) -> None:
+    """Damage only a decoder notices: every training JPEG's header overwritten with zeros, its length and end
+    marker intact. Only loader workers decode images."""
+    for f in train_files(case):
+        data = f.read_bytes()
+        f.write_bytes(data[:2] + bytes(600) + data[602:])
 
 
 def empty_train_split(case: Path) -> None:
@@ -375,7 +383,11 @@ CASES = [
          ["cannot read mask file", ".npy", "bpbreid"]),
     Case("mask_wrong_shape", mask_with_17_channels, "train.py", tiny(),
          ["has shape (17,", "expected (36, h, w)"]),
-    Case("train_jpegs_truncated_found_by_worker", truncate_train_jpegs, "train.py", tiny("DATALOADER.NUM_WORKERS", "2"),
+    Case("train_jpegs_truncated", truncate_train_jpegs, "train.py", tiny("DATALOADER.NUM_WORKERS", "2"),
+         ["71 of 71 training images are truncated JPEGs (cut mid-stream: no end-of-image marker; first: "
+          "{data}/Occluded_Duke/bounding_box_train/", "replace the file or delete it",
+          "set DATASETS.TRUNCATED_IMAGES warn (or ignore, the reference's behaviour)"]),
+    Case("train_jpegs_damaged_found_by_worker", scramble_train_jpegs, "train.py", tiny("DATALOADER.NUM_WORKERS", "2"),
          ["cannot read image {data}/Occluded_Duke/bounding_box_train/", "replace the file or delete it"]),
     Case("new_benchmark_line_malformed", with_weight(gallery_line("query/0242_c3_f0061302.jpg")), "test.py",
          tiny(*TEST_WEIGHT, *NEW_BENCHMARK),
@@ -569,7 +581,7 @@ def test_the_payloads_are_live(tmp_path: Path):
 
 def test_forked_run_matches_a_real_subprocess(case_folder: Path):
     """The forkserver shortcut reports what a fresh ``python train.py`` reports."""
-    case = next(c for c in CASES if c.id == "train_jpegs_truncated_found_by_worker")
+    case = next(c for c in CASES if c.id == "train_jpegs_damaged_found_by_worker")
     case.damage(case_folder)
     argv = [fill(a, case_folder) for a in case.argv]
     forked = run_entry(case.script, argv, case_folder)
