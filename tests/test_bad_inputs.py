@@ -634,3 +634,42 @@ def test_odd_but_valid_inputs_train_to_a_checkpoint(case_folder: Path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "Traceback" not in r.stdout + r.stderr and "WARNING" not in r.log
     assert (case_folder / "out" / "transformer_1.pth").is_file() and "Validation results - epoch 1" in r.log
+
+
+# ----------------------------------------------------------------------------------------------
+# No run is lost: a rerun into a run's OUTPUT_DIR
+# ----------------------------------------------------------------------------------------------
+def test_a_rerun_into_a_run_is_refused_unless_resumed_or_overwritten(case_folder: Path):
+    """train.py without --resume into a folder that holds a run says so in one line and touches nothing;
+    --overwrite starts over (deleting the earlier checkpoints); a folder that a training writes right now
+    is refused even with --resume."""
+    from processor.checkpointer import RunLock
+
+    argv = [fill(a, case_folder) for a in tiny("SOLVER.MAX_EPOCHS", "1", "SOLVER.CHECKPOINT_PERIOD", "1")]
+    out = case_folder / "out"
+    assert run_entry("train.py", argv, case_folder).returncode == 0
+    (out / "transformer_7.pth").write_bytes(b"an earlier, longer run's file")
+    files = lambda: {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".train.lock"}  # noqa: E731
+    before = files()
+    r = run_entry("train.py", argv, case_folder)
+    assert r.returncode == 2 and error_line(r.stderr) == (
+        f"error: OUTPUT_DIR {out} holds a training run (last.pth after epoch 1 of 1, finished, transformer_1.pth, "
+        f"transformer_7.pth); continue it with --resume, choose another OUTPUT_DIR, or add --overwrite to start "
+        f"over (deleting its checkpoints)")
+    assert files() == before  # not even the log was touched
+
+    r = run_entry("train.py", [*argv, "--overwrite"], case_folder)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "--overwrite: deleted the earlier run's last.pth, transformer_1.pth, transformer_7.pth\n" in r.log
+    assert not (out / "transformer_7.pth").exists() and (out / "transformer_1.pth").is_file()
+
+    lock = RunLock(str(out)).acquire()  # as a training running in the folder holds it
+    try:
+        r = run_entry("train.py", [*argv, "--resume"], case_folder)
+    finally:
+        lock.release()
+    assert r.returncode == 2 and error_line(r.stderr) == (
+        f"error: OUTPUT_DIR {out} is in use: a training is running there now (pid {os.getpid()}); wait for it "
+        f"to end or stop it, or choose another OUTPUT_DIR")
+    r = run_entry("train.py", [*argv, "--resume"], case_folder)  # the finished run: nothing left to train
+    assert r.returncode == 0 and "resumed from" in r.log

@@ -157,4 +157,35 @@ def test_resume_config_check(tmp_path):
     for argv in (["--config_file", "c.yml", "--resume", "--allow-config-change", "SOLVER.BASE_LR", "0.01"],
                  ["--config_file", "c.yml", "SOLVER.BASE_LR", "0.01", "--resume", "--allow-config-change"],
                  ["--config_file", "c.yml", "SOLVER.BASE_LR", "0.01", "--allow-config-change", "--resume"]):
-        assert parse_args(argv) == ("c.yml", ["SOLVER.BASE_LR", "0.01"], "auto", True), argv
+        assert parse_args(argv) == ("c.yml", ["SOLVER.BASE_LR", "0.01"], "auto", True, False), argv
+    for argv in (["--config_file", "c.yml", "--overwrite", "SOLVER.BASE_LR", "0.01"],
+                 ["--config_file", "c.yml", "SOLVER.BASE_LR", "0.01", "--overwrite"]):
+        assert parse_args(argv) == ("c.yml", ["SOLVER.BASE_LR", "0.01"], None, False, True), argv
+
+
+def test_resume_keeps_every_validated_epoch(synthetic_root, tmp_path):
+    """The validation history is EvalHook's state in last.pth: after --resume, val_results.json still holds
+    the epochs evaluated before the interruption (it used to hold only the epochs after it)."""
+    import json
+
+    from tests.test_train import StopAfter
+
+    opts = ("SOLVER.MAX_EPOCHS", "3", "SOLVER.EVAL_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "0")
+    cfg = tiny_cfg(synthetic_root, str(tmp_path / "run"), *opts)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, hooks=[StopAfter(2)])
+    last = tmp_path / "run" / "last.pth"
+    saved = torch.load(last, weights_only=True)
+    assert sorted(saved["hooks"]["EvalHook"]["history"]) == ["1", "2"]
+    before = json.loads((tmp_path / "run" / "val_results.json").read_text())
+    run_training(cfg, resume=str(last))
+    after = json.loads((tmp_path / "run" / "val_results.json").read_text())
+    assert list(after) == ["1", "2", "3"] and {e: after[e] for e in before} == before
+    assert not [n for n in os.listdir(tmp_path / "run") if ".tmp." in n]  # written through a temporary file
+
+    # A last.pth written before hooks had state still resumes (its history starts empty).
+    old = {k: v for k, v in saved.items() if k != "hooks"}
+    torch.save(old, last)
+    resumed = run_training(cfg, resume=str(last))
+    assert resumed.start_epoch == 3
+    assert list(json.loads((tmp_path / "run" / "val_results.json").read_text())) == ["3"]
