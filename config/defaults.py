@@ -148,6 +148,10 @@ _C.SOLVER.IMS_PER_BATCH = 64
 # where autocast would be slower).
 _C.SOLVER.AMP = True
 _C.SOLVER.AMP_DTYPE = "float16"
+# (new) Under AMP the reference computes every loss inside the forward's autocast region, where autocast's
+# op lists put the triplet distances' and diversity similarities' products in float16 (False, default).
+# True: every loss term in float32 with autocast off (exact batch-hard distances for near pairs).
+_C.SOLVER.AMP_LOSSES_FP32 = False
 # (new) torch.compile the model (in place: state_dict keys and checkpoints are unchanged) for training
 # and evaluation. The first steps of each input shape / train-eval mode compile (tens of seconds to
 # minutes); shapes are static. COMPILE_MODE is torch.compile's mode: 'default', 'reduce-overhead'
