@@ -3,6 +3,7 @@
     python train.py --config_file configs/OCC_Duke/vit_base.yml [KEY VALUE ...]
     python train.py --config_file ... [KEY VALUE ...] --resume   # continue from OUTPUT_DIR/last.pth
     python train.py --config_file ... [KEY VALUE ...] --resume --allow-config-change   # e.g. another SOLVER.BASE_LR
+    python train.py --config_file ... [KEY VALUE ...] --overwrite   # start over where a run was (deletes its checkpoints)
     torchrun --nproc_per_node 2 train.py --config_file ...
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from config import load_cfg  # noqa: E402
-from utils.cli import ALLOW_CONFIG_CHANGE_FLAG, check_device, check_output_dir, config_argparser, run_main  # noqa: E402
+from utils.cli import (ALLOW_CONFIG_CHANGE_FLAG, OVERWRITE_FLAG, check_device, check_output_dir,  # noqa: E402
+                       config_argparser, run_main)
 
 
 def build_trainer(cfg, resume: str | None = None):
@@ -52,12 +54,6 @@ def build_trainer(cfg, resume: str | None = None):
                       amp_dtype=amp_dtype, use_scaler=use_scaler, max_nonfinite=cfg.SOLVER.MAX_NONFINITE,
                       accuracy_fn=accuracy, batch_transform=make_batch_transform(cfg))
     checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer, scheduler, trainer.scaler)
-    if resume:
-        trainer.start_epoch = checkpointer.resume(resume) + 1
-    logger.info(f"training on {device} ({comm.get_world_size()} process(es)), AMP {amp_dtype}, "
-                f"{'compiled (' + cfg.SOLVER.COMPILE_MODE + ')' if cfg.SOLVER.COMPILE else 'eager'}, "
-                f"{len(train_loader)} iterations/epoch, epochs {trainer.start_epoch}..{cfg.SOLVER.MAX_EPOCHS}")
-
     main = comm.is_main_process()
     trainer.register_hooks([
         LoggingHook(cfg.SOLVER.LOG_PERIOD) if main else None,
@@ -69,6 +65,11 @@ def build_trainer(cfg, resume: str | None = None):
         TensorboardHook(os.path.join(cfg.OUTPUT_DIR, "tb"), cfg.SOLVER.LOG_PERIOD)
         if main and cfg.SOLVER.TENSORBOARD else None,
     ])
+    if resume:  # after the hooks exist: last.pth holds their states (the validation history)
+        trainer.start_epoch = checkpointer.resume(resume, trainer.hooks) + 1
+    logger.info(f"training on {device} ({comm.get_world_size()} process(es)), AMP {amp_dtype}, "
+                f"{'compiled (' + cfg.SOLVER.COMPILE_MODE + ')' if cfg.SOLVER.COMPILE else 'eager'}, "
+                f"{len(train_loader)} iterations/epoch, epochs {trainer.start_epoch}..{cfg.SOLVER.MAX_EPOCHS}")
     return trainer
 
 
@@ -76,12 +77,12 @@ def build_trainer(cfg, resume: str | None = None):
 _CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*")
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[str, list[str], str | None, bool]:
-    """``(config file, KEY VALUE overrides, --resume value: None, 'auto' or a path, --allow-config-change)``.
+def parse_args(argv: list[str] | None = None) -> tuple[str, list[str], str | None, bool, bool]:
+    """``(config file, KEY VALUE overrides, --resume value: None, 'auto' or a path, --allow-config-change,
+    --overwrite)``.
 
-    ``--resume`` and ``--allow-config-change`` are accepted before or after the overrides: argparse
-    would read ``--resume KEY VALUE`` as PATH = KEY, and leaves trailing flags among the overrides
-    (they take the rest of the line).
+    The flags are accepted before or after the overrides: argparse would read ``--resume KEY VALUE`` as
+    PATH = KEY, and leaves trailing flags among the overrides (they take the rest of the line).
     """
     parser = config_argparser("Train TSD")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="PATH",
@@ -89,23 +90,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, list[str], str | Non
     parser.add_argument(ALLOW_CONFIG_CHANGE_FLAG, action="store_true",
                         help="with --resume: continue although config keys (learning rate, epochs ...) differ "
                              "from the run's; model keys must always match")
+    parser.add_argument(OVERWRITE_FLAG, action="store_true",
+                        help="start over in an OUTPUT_DIR that holds a run, deleting its checkpoints "
+                             "(without it such a folder is refused)")
     args = parser.parse_args(argv)
-    opts, resume, allow = list(args.opts), args.resume, args.allow_config_change
-    if ALLOW_CONFIG_CHANGE_FLAG in opts:
-        opts.remove(ALLOW_CONFIG_CHANGE_FLAG)
-        allow = True
+    opts, resume, allow, overwrite = list(args.opts), args.resume, args.allow_config_change, args.overwrite
+    for flag in (ALLOW_CONFIG_CHANGE_FLAG, OVERWRITE_FLAG):
+        if flag in opts:
+            opts.remove(flag)
+            allow, overwrite = allow or flag == ALLOW_CONFIG_CHANGE_FLAG, overwrite or flag == OVERWRITE_FLAG
     if opts[-1:] == ["--resume"]:
         opts, resume = opts[:-1], "auto"
     elif resume not in (None, "auto") and not os.path.exists(resume) and _CONFIG_KEY.fullmatch(resume):
         opts, resume = [resume, *opts], "auto"
-    return args.config_file, opts, resume, allow
+    return args.config_file, opts, resume, allow, overwrite
 
 
 def main() -> int:
-    config_file, opts, resume, allow_config_change = parse_args()
+    config_file, opts, resume, allow_config_change, overwrite = parse_args()
     cfg = load_cfg(config_file, opts)
 
-    from processor.checkpointer import CONFIG_FILE, check_resume_config
+    from processor.checkpointer import CONFIG_FILE, RunLock, check_resume_config, prepare_new_run
     from utils import comm
     from utils.logger import setup_logger
     from utils.misc import apply_device_id, resolve_device, set_seed
@@ -119,8 +124,14 @@ def main() -> int:
     rank, _ = comm.init_distributed(resolve_device(cfg.MODEL.DEVICE))
     if not cfg.OUTPUT_DIR:
         cfg.defrost(); cfg.OUTPUT_DIR = output_dir; cfg.freeze()
+    # No run is lost: a folder that a training writes now is refused, and one that holds a run only with
+    # --resume or --overwrite; checked before the log file, which would append to that run's log.
+    lock = RunLock(output_dir).acquire() if rank == 0 else None
+    deleted = prepare_new_run(output_dir, cfg.MODEL.NAME, overwrite) if resume is None else []
     logger = setup_logger(output_dir, "train_log.txt", rank)
     logger.info(f"config file {config_file}, overrides {opts}")
+    if deleted:
+        logger.warning(f"{OVERWRITE_FLAG}: deleted the earlier run's {', '.join(map(os.path.basename, deleted))}")
     if comm.is_dist():
         logger.info(f"torch.distributed: {comm.backend()} backend, rank {rank} of {comm.get_world_size()}")
     if resume == "auto":
@@ -138,6 +149,8 @@ def main() -> int:
     trainer.train()
     comm.cleanup()
     logger.info(f"done; outputs in {output_dir}")
+    if lock is not None:
+        lock.release()
     return 0
 
 

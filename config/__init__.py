@@ -19,11 +19,16 @@ from utils.errors import ConfigError
 
 from .defaults import _C
 
-__all__ = ["get_cfg_defaults", "load_cfg", "cfg_from_args", "validate_cfg", "PART_GROUP_SIZES"]
+__all__ = ["get_cfg_defaults", "load_cfg", "cfg_from_args", "validate_cfg", "PART_GROUP_SIZES", "EVAL_IMAGE_LOADERS",
+           "TRUNCATED_IMAGE_POLICIES"]
 
 BASE_KEY = "_BASE_"
 # Number of parts of each INPUT.MASK_PREPROCESS grouping (see datasets/masks.py).
 PART_GROUP_SIZES = {"eight": 8, "five": 5, "three": 3, "one": 1}
+# TEST.IMAGE_LOADER: the evaluation's image path ('auto': the reference's choice per entry point).
+EVAL_IMAGE_LOADERS = ("auto", "pil", "cv2")
+# DATASETS.TRUNCATED_IMAGES: what a JPEG cut mid-stream does.
+TRUNCATED_IMAGE_POLICIES = ("error", "warn", "ignore")
 
 
 def get_cfg_defaults() -> CN:
@@ -197,6 +202,8 @@ def validate_cfg(cfg: CN) -> None:
     _choice(cfg, "TEST.FEAT_NORM", ["yes", "no"])
     _choice(cfg, "SOLVER.AMP_DTYPE", ["float16", "bfloat16"])
     _choice(cfg, "DATALOADER.SAMPLER", ["softmax", "softmax_triplet", "img_triplet"])
+    _choice(cfg, "TEST.IMAGE_LOADER", EVAL_IMAGE_LOADERS)
+    _choice(cfg, "DATASETS.TRUNCATED_IMAGES", TRUNCATED_IMAGE_POLICIES)
     if cfg.MODEL.WITH_DIVERSE_LOSS and cfg.MODEL.NUM_PARTS < 2:
         raise ConfigError("MODEL.WITH_DIVERSE_LOSS needs at least 2 parts; use MASK_PREPROCESS five/three/eight")
     if cfg.DATALOADER.SAMPLER != "softmax" and cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE:

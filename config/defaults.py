@@ -96,6 +96,11 @@ _C.DATASETS = CN()
 # 'occ_duke', 'new_occ_duke', 'dukemtmc', 'market1501', 'msmt17', 'occ_reid'
 _C.DATASETS.NAMES = "market1501"
 _C.DATASETS.ROOT_DIR = "../data"
+# (new) A JPEG cut mid-stream (no end-of-image marker; decoded, its missing part is grey): 'error' names
+# the file and stops (training checks every training image before the first step, ~1 s for 15k files;
+# evaluation when it reads the file); 'warn' uses it as decoded and logs a warning naming it; 'ignore'
+# uses it silently, the reference's behaviour (PIL's LOAD_TRUNCATED_IMAGES = True, OpenCV's decoder).
+_C.DATASETS.TRUNCATED_IMAGES = "error"
 
 # -----------------------------------------------------------------------------------------------
 # DATALOADER
@@ -143,6 +148,10 @@ _C.SOLVER.IMS_PER_BATCH = 64
 # where autocast would be slower).
 _C.SOLVER.AMP = True
 _C.SOLVER.AMP_DTYPE = "float16"
+# (new) Under AMP the reference computes every loss inside the forward's autocast region, where autocast's
+# op lists put the triplet distances' and diversity similarities' products in float16 (False, default).
+# True: every loss term in float32 with autocast off (exact batch-hard distances for near pairs).
+_C.SOLVER.AMP_LOSSES_FP32 = False
 # (new) torch.compile the model (in place: state_dict keys and checkpoints are unchanged) for training
 # and evaluation. The first steps of each input shape / train-eval mode compile (tens of seconds to
 # minutes); shapes are static. COMPILE_MODE is torch.compile's mode: 'default', 'reduce-overhead'
@@ -162,6 +171,13 @@ _C.TEST.IMS_PER_BATCH = 128
 _C.TEST.WEIGHT = ""
 # 'yes': L2-normalise every token feature before the distance (the reference always does, bug 9.3).
 _C.TEST.FEAT_NORM = "yes"
+# (new) The evaluation's image path; the reference has two (bug 9.12). 'pil': PIL decode, torchvision
+# Resize on the PIL image (PIL bilinear, filtering when it shrinks), ToTensor, Normalize -- its test_tsd.py,
+# which printed the paper's figures. 'cv2': OpenCV decode and bilinear resize without antialiasing -- its
+# in-training evaluation (train_tsd.py). 'auto': as the reference, 'pil' in test.py and the tools that
+# evaluate a checkpoint (extract_features, vis_rank, vis_attn, export_onnx's check), 'cv2' in the
+# evaluation during training.
+_C.TEST.IMAGE_LOADER = "auto"
 # TSD new benchmark (ALL / NPO / NTP) instead of the standard protocol.
 _C.TEST.NEW_METRIC = False
 # k-reciprocal re-ranking on the part-aware distance.

@@ -90,12 +90,37 @@ def list_images(folder: str, recursive: bool = False) -> list[str]:
 
     Sorting makes the record order, and hence sampling and evaluation, independent of the file
     system (the reference uses unsorted ``glob``).
+
+    Raises:
+        DataError: one image is there in two formats (``001_01.tif`` beside a converted
+            ``001_01.jpg``): it would count twice as a query or gallery image; names the pair.
     """
     if recursive:
         paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files]
     else:
         paths = [os.path.join(folder, f) for f in os.listdir(folder)]
-    return sorted(p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS))
+    paths = sorted(p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS))
+    _refuse_duplicate_stems(paths)
+    return paths
+
+
+def _refuse_duplicate_stems(paths: Sequence[str]) -> None:
+    """Raise :class:`DataError` if two of the sorted ``paths`` differ only in their extension."""
+    first: dict[str, str] = {}
+    pairs = []
+    for p in paths:
+        stem = os.path.splitext(p)[0]
+        if stem in first:
+            pairs.append((first[stem], p))
+        else:
+            first[stem] = p
+    if pairs:
+        a, b = pairs[0]
+        more = f" (and {len(pairs) - 1} more such pair{'s' if len(pairs) > 2 else ''})" if len(pairs) > 1 else ""
+        ext_a, ext_b = os.path.splitext(a)[1], os.path.splitext(b)[1]
+        raise DataError(f"image {os.path.basename(os.path.splitext(a)[0])} is in {os.path.dirname(a)} twice, as "
+                        f"{os.path.basename(a)} and {os.path.basename(b)}{more}: it would be counted twice; keep "
+                        f"one format (e.g. move the {ext_a} or the {ext_b} files out of the folder)")
 
 
 def relabel(records: Iterable[ImageRecord]) -> list[ImageRecord]:

@@ -52,11 +52,12 @@ class DecodedSource:
 
     Args:
         records: the training split; size: (H, W) resize target; grouping: part grouping or None
-            (no masks).
+            (no masks); truncated: ``DATASETS.TRUNCATED_IMAGES``.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], size: Sequence[int], grouping: str | None):
-        self.records, self.grouping = records, grouping
+    def __init__(self, records: Sequence[ImageRecord], size: Sequence[int], grouping: str | None,
+                 truncated: str = "error"):
+        self.records, self.grouping, self.truncated = records, grouping, truncated
         self.resize = make_resize(size)
 
     def __len__(self) -> int:
@@ -65,7 +66,7 @@ class DecodedSource:
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor | None]:
         """``(image (3, H, W) uint8 resized, parts (P, h, w) float32 at the mask's resolution or None)``."""
         rec = self.records[index]
-        image = self.resize(tv_tensors.Image(read_image(rec.path))).as_subclass(Tensor)
+        image = self.resize(tv_tensors.Image(read_image(rec.path, self.truncated))).as_subclass(Tensor)
         if self.grouping is None:
             return image, None
         return image, group_parts(torch.from_numpy(load_mask(require_mask(rec.path))), self.grouping)
@@ -168,17 +169,27 @@ def cache_folder(root: str, name: str, records: Sequence[ImageRecord], size: Seq
     return os.path.join(root, f"{name}_{digest}"), key
 
 
-def _decode_chunk(args: tuple[Sequence[ImageRecord], Sequence[int], str | None]) -> list[tuple]:
-    """Build-pool task: ``[(image, parts or None)]`` numpy arrays of a chunk of records."""
-    records, size, grouping = args
+def _init_build_worker() -> None:
+    """Build-pool initializer: one thread per process (the pool already uses every core)."""
     torch.set_num_threads(1)
-    source = DecodedSource(records, size, grouping)
+
+
+def _decode_chunk(args: tuple[Sequence[ImageRecord], Sequence[int], str | None, str]) -> list[tuple]:
+    """Build task: ``[(image, parts or None)]`` numpy arrays of a chunk of records.
+
+    Touches no state of the calling process (thread count, random streams): with one build process it
+    runs in the training process itself, whose numbers must not depend on whether the cache was built
+    in this run (a thread count of 1 instead of the run's changes float reductions, hence the weights).
+    """
+    records, size, grouping, truncated = args
+    source = DecodedSource(records, size, grouping, truncated)
     return [tuple(None if t is None else t.numpy() for t in source[i]) for i in range(len(records))]
 
 
 def build_cache(folder: str, records: Sequence[ImageRecord], size: Sequence[int], grouping: str | None,
-                key: dict, workers: int = 1) -> None:
-    """Decode ``records`` into the cache ``folder`` (see the module docstring) with ``workers`` processes.
+                key: dict, workers: int = 1, truncated: str = "error") -> None:
+    """Decode ``records`` into the cache ``folder`` (see the module docstring) with ``workers`` processes
+    (``truncated``: ``DATASETS.TRUNCATED_IMAGES``).
 
     Written into a private temporary folder and renamed into place at the end, so an interrupted build
     leaves nothing that looks valid, and of two concurrent builders (nodes sharing a file system) one
@@ -197,8 +208,8 @@ def build_cache(folder: str, records: Sequence[ImageRecord], size: Sequence[int]
         images = np.lib.format.open_memmap(os.path.join(tmp, "images.npy"), "w+", np.uint8, (n, 3, h, w))
         parts, index, offset = [], np.zeros((n, 3), np.int64), 0
         chunk = max(1, min(256, -(-n // (4 * workers))))
-        chunks = [(records[i:i + chunk], size, grouping) for i in range(0, n, chunk)]
-        pool = multiprocessing.get_context().Pool(workers) if workers > 1 else None
+        chunks = [(records[i:i + chunk], size, grouping, truncated) for i in range(0, n, chunk)]
+        pool = multiprocessing.get_context().Pool(workers, _init_build_worker) if workers > 1 else None
         try:
             results = pool.imap(_decode_chunk, chunks) if pool else map(_decode_chunk, chunks)
             i = 0
@@ -259,7 +270,7 @@ def open_cache(cfg, name: str, records: Sequence[ImageRecord], grouping: str | N
     if not ready and _builds_here():
         workers = max(1, min(cfg.DATALOADER.NUM_WORKERS, os.cpu_count() or 1))
         try:
-            build_cache(folder, records, cfg.INPUT.SIZE_TRAIN, grouping, key, workers)
+            build_cache(folder, records, cfg.INPUT.SIZE_TRAIN, grouping, key, workers, cfg.DATASETS.TRUNCATED_IMAGES)
         except OSError as e:  # read errors of the sources are DataErrors already: this is the cache side
             raise ConfigError(f"cannot write the training-data cache {folder} ({e.strerror or e}); set "
                               f"DATALOADER.CACHE_DIR to a writable folder with room for it, or DATALOADER.CACHE "

@@ -40,10 +40,12 @@ class TrainSet(Dataset):
         records: the training split.
         transform: a :class:`TrainTransform`; it receives the raw mask when ``with_masks``.
         with_masks: read each image's PifPaf mask (TSD); False for the ViT baseline.
+        truncated: ``DATASETS.TRUNCATED_IMAGES`` (see :func:`datasets.transforms.check_truncated`).
     """
 
-    def __init__(self, records: Sequence[ImageRecord], transform: TrainTransform, with_masks: bool):
-        self.records, self.transform, self.with_masks = records, transform, with_masks
+    def __init__(self, records: Sequence[ImageRecord], transform: TrainTransform, with_masks: bool,
+                 truncated: str = "error"):
+        self.records, self.transform, self.with_masks, self.truncated = records, transform, with_masks, truncated
 
     def __len__(self) -> int:
         return len(self.records)
@@ -54,7 +56,7 @@ class TrainSet(Dataset):
         raw_mask = None
         if self.with_masks:
             raw_mask = load_mask(require_mask(rec.path))
-        image = read_image(rec.path)
+        image = read_image(rec.path, self.truncated)
         with _seeded(sample_seed):
             image, masks = self.transform(image, raw_mask)
         return image, rec.pid, rec.camid, rec.viewid, masks
@@ -108,9 +110,10 @@ class PreparedTrainSet(Dataset):
 
 
 class EvalSet(Dataset):
-    """Evaluation samples ``(image (3,H,W), pid, camid, occ_label (0 when absent), path)``."""
+    """Evaluation samples ``(image (3,H,W), pid, camid, occ_label (0 when absent), path)``; ``transform``
+    makes the input of an image file (:class:`datasets.transforms.EvalTransform`)."""
 
-    def __init__(self, records: Sequence[ImageRecord], transform: Callable[[Tensor], Tensor]):
+    def __init__(self, records: Sequence[ImageRecord], transform: Callable[[str], Tensor]):
         self.records, self.transform = records, transform
 
     def __len__(self) -> int:
@@ -119,7 +122,7 @@ class EvalSet(Dataset):
     def __getitem__(self, index: int):
         rec = self.records[index]
         occ = rec.occ_label if rec.occ_label is not None else 0
-        return self.transform(read_image(rec.path)), rec.pid, rec.camid, occ, rec.path
+        return self.transform(rec.path), rec.pid, rec.camid, occ, rec.path
 
 
 def train_collate(batch) -> TrainBatch:
@@ -186,13 +189,15 @@ def make_train_loader(cfg, dataset: ReIDDataset) -> DataLoader:
 def _train_set(cfg, dataset: ReIDDataset, with_masks: bool) -> tuple[Dataset, Callable]:
     """The training set and its collate function for ``DATALOADER.CACHE`` / ``INPUT.BATCH_AUGMENT``."""
     i = cfg.INPUT
+    truncated = cfg.DATASETS.TRUNCATED_IMAGES
     if not cfg.DATALOADER.CACHE and not i.BATCH_AUGMENT:  # the reference's per-sample pipeline
-        return TrainSet(dataset.train, TrainTransform.from_cfg(cfg, with_masks), with_masks), train_collate
+        return (TrainSet(dataset.train, TrainTransform.from_cfg(cfg, with_masks), with_masks, truncated),
+                train_collate)
     grouping = i.MASK_PREPROCESS if with_masks else None
     if cfg.DATALOADER.CACHE:
         source = open_cache(cfg, dataset.name, dataset.train, grouping)
     else:
-        source = DecodedSource(dataset.train, i.SIZE_TRAIN, grouping)
+        source = DecodedSource(dataset.train, i.SIZE_TRAIN, grouping, truncated)
     if i.BATCH_AUGMENT:
         params = AugmentParams(i.SIZE_TRAIN, i.PROB, i.PADDING, i.RE_PROB)
         return PreparedTrainSet(dataset.train, source, params=params), batch_collate
@@ -205,14 +210,16 @@ def make_batch_transform(cfg) -> BatchTrainTransform | None:
     return BatchTrainTransform.from_cfg(cfg, needs_masks(cfg)) if cfg.INPUT.BATCH_AUGMENT else None
 
 
-def make_val_loader(cfg, dataset: ReIDDataset) -> DataLoader:
+def make_val_loader(cfg, dataset: ReIDDataset, in_training: bool = False) -> DataLoader:
     """Query followed by gallery, ``TEST.IMS_PER_BATCH`` per batch, in order; see :func:`eval_collate`.
 
+    ``in_training``: the evaluation during training, whose image path differs from the stand-alone
+    evaluation's with ``TEST.IMAGE_LOADER auto`` (:func:`datasets.transforms.eval_image_loader`).
     Under torch.distributed, each rank loads only its contiguous shard (:func:`utils.comm.shard_range`);
     :func:`processor.inference.evaluate` gathers the features. Workers are not kept alive between
     evaluations (they run every ``EVAL_PERIOD`` epochs).
     """
-    eval_set = EvalSet(dataset.query + dataset.gallery, build_eval_transform(cfg))
+    eval_set = EvalSet(dataset.query + dataset.gallery, build_eval_transform(cfg, in_training))
     return DataLoader(eval_set, cfg.TEST.IMS_PER_BATCH, sampler=comm.shard_range(len(eval_set)),
                       collate_fn=eval_collate, **_loader_kwargs(cfg, persistent=False))
 
@@ -226,7 +233,7 @@ def make_dataloader(cfg) -> tuple[DataLoader, DataLoader, int, int, int, int]:
     """
     dataset = build_dataset(cfg.DATASETS.NAMES, cfg.DATASETS.ROOT_DIR)
     preflight(cfg, dataset)
-    return (make_train_loader(cfg, dataset), make_val_loader(cfg, dataset), len(dataset.query),
+    return (make_train_loader(cfg, dataset), make_val_loader(cfg, dataset, in_training=True), len(dataset.query),
             dataset.num_train_pids, dataset.num_train_cams, dataset.num_train_views)
 
 

@@ -3,7 +3,8 @@
 Every training mask file's ``.npy`` header is checked (readable, float dtype, (36, h, w), file size),
 not a sample: a bad file among 15,618 would otherwise surface at the epoch that happens to read it.
 Reading headers only costs ~2 s warm (2 busy cores) for the full Occluded-Duke. The values (NaN, inf, range) are
-checked by :func:`datasets.masks.load_mask` whenever a mask is read.
+checked by :func:`datasets.masks.load_mask` whenever a mask is read. Every training JPEG's end is checked
+for truncation (``DATASETS.TRUNCATED_IMAGES``; its first and last bytes only).
 """
 from __future__ import annotations
 
@@ -13,13 +14,29 @@ from utils.errors import ConfigError, DataError
 
 from .bases import ReIDDataset
 from .masks import MASK_SOURCE_HINT, MASK_SUBDIR, PART_GROUPINGS, find_mask, read_mask_header
+from .transforms import TRUNCATED_FIX, check_truncated, file_is_truncated
 
-__all__ = ["needs_masks", "preflight"]
+__all__ = ["needs_masks", "check_truncated_files", "preflight"]
 
 
 def needs_masks(cfg) -> bool:
     """True when training consumes part masks (TSD; the ViT baseline does not)."""
     return cfg.MODEL.ARCH == "tsd"
+
+
+def check_truncated_files(paths: list[str], policy: str) -> list[str]:
+    """Find the truncated JPEGs among ``paths`` (:func:`datasets.transforms.file_is_truncated`) and act
+    per ``policy`` (``DATASETS.TRUNCATED_IMAGES``): 'error' raises naming them, 'warn' logs each;
+    'ignore' reads nothing. Returns the truncated paths."""
+    if policy == "ignore":
+        return []
+    bad = [p for p in paths if file_is_truncated(p)]
+    if len(bad) > 1 and policy == "error":
+        raise DataError(f"{len(bad)} of {len(paths)} training images are truncated JPEGs (cut mid-stream: no "
+                        f"end-of-image marker; first: {', '.join(bad[:3])}); {TRUNCATED_FIX}")
+    for p in bad:
+        check_truncated(p, True, policy)
+    return bad
 
 
 def preflight(cfg, dataset: ReIDDataset) -> None:
@@ -35,6 +52,7 @@ def preflight(cfg, dataset: ReIDDataset) -> None:
     if not dataset.train:
         raise DataError(f"{dataset.name} has no training split (evaluation only); train on another data set "
                         f"and evaluate with DATASETS.NAMES {dataset.name}")
+    check_truncated_files([r.path for r in dataset.train], cfg.DATASETS.TRUNCATED_IMAGES)
     if not needs_masks(cfg):
         return
     grouping = cfg.INPUT.MASK_PREPROCESS

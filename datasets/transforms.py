@@ -3,38 +3,156 @@
 Both pipelines are torchvision transforms v2 on ``tv_tensors``: an ``Image`` (uint8, resized
 bilinearly) and, for training, a ``Mask`` (resized nearest-neighbour, i.e. OpenCV ``INTER_NEAREST``:
 source index ``floor(dst * h / H)``) go through the same random flip / pad / crop / erasing.
+
+Evaluation has the reference's two image paths (``TEST.IMAGE_LOADER``): OpenCV decode + bilinear
+resize (its in-training evaluation) and PIL decode + PIL bilinear resize (its ``test_tsd.py``).
+Every decode first checks that a JPEG is complete (``DATASETS.TRUNCATED_IMAGES``).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import io
+import os
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image, ImageFile
 from torch import Tensor
+from torchvision import transforms as T
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from utils.errors import DataError
+from config import EVAL_IMAGE_LOADERS, TRUNCATED_IMAGE_POLICIES
+from utils.errors import ConfigError, DataError
+from utils.logger import get_logger
 
 from .masks import add_background, flip_permutation, group_parts
 
-__all__ = ["read_image", "make_resize", "PairedHorizontalFlip", "PairedRandomErasing", "TrainTransform",
-           "build_eval_transform"]
+__all__ = ["jpeg_is_truncated", "file_is_truncated", "TRUNCATED_FIX", "check_truncated",
+           "read_image", "read_pil_image", "make_resize", "PairedHorizontalFlip", "PairedRandomErasing",
+           "TrainTransform", "EvalTransform", "eval_image_loader", "build_eval_transform"]
+
+_JPEG_SOI, _JPEG_SOS, _JPEG_EOI = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
+# How much of a file's end jpeg_is_truncated needs: a complete JPEG's end-of-image marker is its last
+# two bytes, give or take a few bytes of padding that some writers append.
+JPEG_TAIL_BYTES = 4096
 
 
-def read_image(path: str) -> Tensor:
-    """Decode an image file to a (3, h, w) uint8 RGB tensor.
+def jpeg_is_truncated(head: bytes, tail: bytes) -> bool:
+    """Whether a JPEG file whose first bytes are ``head`` and last bytes ``tail`` is cut short.
+
+    A complete JPEG ends with the end-of-image marker FF D9 (possibly followed by padding). Inside the
+    compressed data an FF byte is always followed by 00 or a restart marker, so FF D9 cannot occur
+    there: a file cut in its compressed data has no FF D9 after the last start-of-scan marker FF DA.
+    Not a JPEG (``head`` is not FF D8): False.
+    """
+    if not head.startswith(_JPEG_SOI):
+        return False
+    eoi = tail.rfind(_JPEG_EOI)
+    return eoi < 0 or eoi < tail.rfind(_JPEG_SOS)
+
+
+def file_is_truncated(path: str) -> bool:
+    """:func:`jpeg_is_truncated` of the file at ``path`` from its first 2 and last ``JPEG_TAIL_BYTES`` bytes
+    (one open, two small reads: ~1 s for the 15,618 training images of Occluded-Duke on a busy machine).
+    A file that cannot be opened counts as complete here: reading it raises its own error."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(max(0, os.fstat(f.fileno()).st_size - JPEG_TAIL_BYTES))
+            return jpeg_is_truncated(head, f.read())
+    except OSError:
+        return False
+
+
+TRUNCATED_FIX = ("replace the file or delete it from its split folder, or set DATASETS.TRUNCATED_IMAGES warn "
+                 "(or ignore, the reference's behaviour) to use it as decoded")
+
+
+def _truncated_message(path: str) -> str:
+    return (f"image {path} is truncated (a JPEG cut mid-stream: no end-of-image marker; decoded, its missing "
+            f"part would be grey); {TRUNCATED_FIX}")
+
+
+_warned: set[str] = set()
+
+
+def check_truncated(path: str, truncated: bool, policy: str = "error") -> None:
+    """Act on a truncated image per ``DATASETS.TRUNCATED_IMAGES``: 'error' raises :class:`DataError`
+    naming ``path``; 'warn' logs a warning naming it (once per file and process); 'ignore' (the
+    reference: PIL's ``LOAD_TRUNCATED_IMAGES = True``, OpenCV's decoder) says nothing."""
+    if not truncated or policy == "ignore":
+        return
+    if policy == "error":
+        raise DataError(_truncated_message(path))
+    if path not in _warned:
+        _warned.add(path)
+        get_logger().warning(f"image {path} is truncated (a JPEG cut mid-stream); using it as decoded, its "
+                             f"missing part grey (DATASETS.TRUNCATED_IMAGES warn)")
+
+
+def _unreadable(path: str) -> DataError:
+    return DataError(f"cannot read image {path} (missing, truncated or not an image); "
+                     f"replace the file or delete it from its split folder")
+
+
+def _read_checked(path: str, truncated: str) -> tuple[bytes, bool]:
+    """``(the file's bytes, whether it is a truncated JPEG)``, acted on per ``truncated`` (:func:`check_truncated`).
+    The check searches the bytes already in memory: reading + checking + decoding from memory costs what
+    ``cv2.imread`` alone does (measured on 7 KB crops)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise _unreadable(path) from e
+    cut = jpeg_is_truncated(data[:2], data[-JPEG_TAIL_BYTES:])
+    check_truncated(path, cut, truncated)
+    return data, cut
+
+
+def read_image(path: str, truncated: str = "error") -> Tensor:
+    """Decode an image file with OpenCV to a (3, h, w) uint8 RGB tensor (the training path and the
+    reference's in-training evaluation).
 
     Raises:
-        DataError: the file is missing, truncated or not an image.
+        DataError: the file is missing, not an image, or truncated (per ``truncated``, see
+            :func:`check_truncated`).
     """
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    data, cut = _read_checked(path, truncated)
+    # imdecode refuses a truncated JPEG; imread decodes it (grey where data is missing, and libjpeg prints
+    # "Premature end of JPEG file"), which is what the reference trains on.
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR) if cut else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise DataError(f"cannot read image {path} (missing, truncated or not an image); "
-                        f"replace the file or delete it from its split folder")
+        raise _unreadable(path)
     return torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
+
+
+@contextlib.contextmanager
+def _pil_loads_truncated(allow: bool) -> Iterator[None]:
+    """Let PIL decode a truncated file (its global switch, set only around one decode)."""
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = allow or before
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
+def read_pil_image(path: str, truncated: str = "error") -> Image.Image:
+    """``PIL.Image.open(path).convert('RGB')``, the reference ``test_tsd.py``'s decode.
+
+    Raises:
+        DataError: as :func:`read_image`.
+    """
+    data, cut = _read_checked(path, truncated)
+    try:
+        with _pil_loads_truncated(cut), Image.open(io.BytesIO(data)) as image:  # a truncated file only if allowed
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise _unreadable(path) from e
 
 
 class PairedHorizontalFlip(v2.RandomHorizontalFlip):
@@ -164,12 +282,54 @@ class TrainTransform:
         return img, add_background(mask, self.bg_threshold, self.softmax_weight)
 
 
-def build_eval_transform(cfg) -> v2.Compose:
-    """Evaluation transform: bilinear resize to ``INPUT.SIZE_TEST`` and normalisation (§3.6).
+class EvalTransform:
+    """An image file -> the (3, H, W) float32 network input at ``size``, by one of the reference's two
+    evaluation paths (§3.6):
 
-    Input (3, h, w) uint8 RGB, output (3, H, W) float32. Uses the training resizer, i.e. the
-    reference's in-training evaluation; its stand-alone ``test_tsd.py`` resizes with PIL instead
-    (bug 9.12), which differs slightly on downscaled images.
+    * ``'pil'`` (``test_tsd.py``, TransReID's ``make_dataloader``): ``PIL.Image.open(path).convert('RGB')``
+      -> torchvision ``Resize(size)`` on the PIL image (PIL's bilinear filter, which low-passes when it
+      shrinks) -> ``ToTensor`` (uint8 / 255) -> ``Normalize``. Bitwise the reference's input
+      (``tests/test_parity_test_transform.py``). torchvision's v1 ``ToTensor`` divides by 255 as the
+      reference does; v2 ``ToDtype(scale=True)`` multiplies by 1/255, 1 ulp away on most pixels.
+    * ``'cv2'`` (``train_tsd.py``'s in-training evaluation): OpenCV decode -> bilinear resize without
+      antialiasing (:func:`make_resize`, cv2 ``INTER_LINEAR`` up to uint8 rounding) -> normalise.
+
+    On the 36 images of the parity fixture the two resizes agree in uint8 where they enlarge (32 crops)
+    and differ by 0.38-1.73 grey levels per pixel where they shrink (4 crops, the most at x2.5).
     """
-    return v2.Compose([make_resize(cfg.INPUT.SIZE_TEST), *_normalise(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD),
-                       v2.ToPureTensor()])
+
+    def __init__(self, size: Sequence[int], mean: Sequence[float], std: Sequence[float], loader: str = "pil",
+                 truncated: str = "error"):
+        if loader not in EVAL_IMAGE_LOADERS[1:] or truncated not in TRUNCATED_IMAGE_POLICIES:
+            raise ConfigError(f"an evaluation loader is one of {list(EVAL_IMAGE_LOADERS[1:])} and a truncated-image "
+                              f"policy one of {list(TRUNCATED_IMAGE_POLICIES)}, got {loader!r}, {truncated!r}")
+        self.loader, self.truncated = loader, truncated
+        if loader == "pil":
+            self.pipeline = T.Compose([v2.Resize(list(size), interpolation=v2.InterpolationMode.BILINEAR),
+                                       T.ToTensor(), v2.Normalize(list(mean), list(std))])
+        else:
+            self.pipeline = v2.Compose([make_resize(size), *_normalise(mean, std), v2.ToPureTensor()])
+
+    def __call__(self, path: str) -> Tensor:
+        """(3, H, W) float32 normalised input of the image file at ``path``."""
+        if self.loader == "pil":
+            return self.pipeline(read_pil_image(path, self.truncated))
+        return self.pipeline(read_image(path, self.truncated))
+
+
+def eval_image_loader(cfg, in_training: bool) -> str:
+    """``TEST.IMAGE_LOADER`` resolved: 'auto' is the reference's choice, 'cv2' for the evaluation during
+    training (``train_tsd.py``) and 'pil' for stand-alone evaluation (``test_tsd.py``: test.py and the
+    tools that evaluate a checkpoint)."""
+    loader = cfg.TEST.IMAGE_LOADER
+    if loader == "auto":
+        return "cv2" if in_training else "pil"
+    return loader
+
+
+def build_eval_transform(cfg, in_training: bool = False) -> EvalTransform:
+    """The evaluation input of an image file: ``INPUT.SIZE_TEST``, ``INPUT.PIXEL_MEAN`` / ``PIXEL_STD``,
+    the path of :func:`eval_image_loader`, ``DATASETS.TRUNCATED_IMAGES``; see :class:`EvalTransform`."""
+    i = cfg.INPUT
+    return EvalTransform(i.SIZE_TEST, i.PIXEL_MEAN, i.PIXEL_STD, eval_image_loader(cfg, in_training),
+                         cfg.DATASETS.TRUNCATED_IMAGES)

@@ -1,6 +1,7 @@
 """The TSD training objective (reference §5.1 / §5.7): named, weighted loss terms of one batch."""
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Mapping
 
 import torch
@@ -61,8 +62,12 @@ def make_loss(cfg: CfgNode, num_classes: int) -> LossFn:
     produced its inputs (the ViT baseline gives ``cls_global`` and ``tri_global`` only; ``cls_fg``
     needs the fore head) and, for ``div_*``, when MODEL.WITH_DIVERSE_LOSS is on.
 
-    All terms are computed in float32 with autocast disabled, so the closure can run inside
-    ``torch.autocast`` (distances and the soft-margin exponentials are precision sensitive).
+    Under mixed precision the closure runs inside the forward's ``torch.autocast`` region, as the
+    reference computes every loss (§6.3): autocast's op lists decide each op's precision (the distance
+    and similarity products in float16 / bfloat16, cross-entropy, softmax, exp and log in float32).
+    ``SOLVER.AMP_LOSSES_FP32 True`` computes every term in float32 with autocast disabled instead: the
+    batch-hard distances ``|a|^2 + |b|^2 - 2ab`` lose most of their digits when ``ab`` is rounded to
+    float16 for near pairs. Without autocast (fp32 training) both are the same computation.
 
     Args:
         cfg: the config.
@@ -81,11 +86,13 @@ def make_loss(cfg: CfgNode, num_classes: int) -> LossFn:
     global_triplet = TripletLoss(None if m.NO_MARGIN else cfg.SOLVER.MARGIN)
     part_triplet = PartTripletLoss(cfg.SOLVER.MARGIN)
     part_type = cfg.INPUT.MASK_PREPROCESS
+    fp32 = cfg.SOLVER.AMP_LOSSES_FP32
+    cast: Callable[[Tensor], Tensor] = (lambda t: t.float()) if fp32 else (lambda t: t)
 
     def loss_fn(outputs: Mapping, labels: Tensor) -> dict:
-        with torch.autocast(labels.device.type, enabled=False):
-            scores = {k: v.float() for k, v in outputs["cls_score"].items()}
-            feats = {k: v.float() for k, v in outputs["feat"].items()}
+        with torch.autocast(labels.device.type, enabled=False) if fp32 else contextlib.nullcontext():
+            scores = {k: cast(v) for k, v in outputs["cls_score"].items()}
+            feats = {k: cast(v) for k, v in outputs["feat"].items()}
             terms: dict = {}
             for head in ID_HEADS:
                 if head in scores:
@@ -98,13 +105,13 @@ def make_loss(cfg: CfgNode, num_classes: int) -> LossFn:
                     terms[name] = m.TRIPLET_LOSS_WEIGHT * part_triplet(feats[key], labels)
             if "visb_logits" in outputs:
                 focal = sigmoid_focal_loss(
-                    outputs["visb_logits"].float(), outputs["visb_targets"].float(), alpha=0.25, gamma=2, reduction="mean"
+                    cast(outputs["visb_logits"]), cast(outputs["visb_targets"]), alpha=0.25, gamma=2, reduction="mean"
                 )
                 terms["visibility_focal"] = m.VISIBILITY_LOSS_WEIGHT * focal
             if "part" in feats and "aux" in feats:
                 terms["mimic"] = m.DISTILL_LOSS_WEIGHT * mimic_loss(feats["part"], feats["aux"])
             if "pixel_logits" in outputs:
-                ce = parsing_loss(outputs["pixel_logits"].float(), outputs["mask_targets"])
+                ce = parsing_loss(cast(outputs["pixel_logits"]), outputs["mask_targets"])
                 terms["mask_parsing_ce"] = m.MASK_LOSS_WEIGHT * ce
             if m.WITH_DIVERSE_LOSS:
                 for key, name in DIVERSE_FEATS.items():

@@ -46,14 +46,21 @@ class TokenClassifier(nn.Module):
 
 
 def global_weighted_pooling(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Weighted average of tokens per map: ``f_k = sum_n w_nk x_n / max(sum_n w_nk, 1e-6)``.
+    """Weighted average of tokens per map: ``f_k = sum_n w_nk x_n / max(sum_n w_nk, 1e-6)``, in float32.
+
+    The reference pools with an elementwise product and a sum, which autocast leaves in float32 (its
+    inputs, a LayerNorm output and a softmax, are float32 there); a matmul would run in float16 under
+    autocast. So autocast is off here: float32 like the reference, through one matmul instead of a
+    (B, K, N, C) product (126 MB at batch 64 for ViT-B); only the summation order differs.
 
     Args:
         features: (B, N, C) tokens.
         weights: (B, N, K) non-negative weights (e.g. part probabilities).
 
     Returns:
-        (B, K, C) pooled features.
+        (B, K, C) float32 pooled features.
     """
-    pooled = weights.transpose(1, 2) @ features
-    return pooled / weights.sum(dim=1).clamp(min=1e-6).unsqueeze(-1)
+    with torch.autocast(features.device.type, enabled=False):
+        weights = weights.float()
+        pooled = weights.transpose(1, 2) @ features.float()
+        return pooled / weights.sum(dim=1).clamp(min=1e-6).unsqueeze(-1)

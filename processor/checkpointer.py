@@ -3,8 +3,8 @@
 * ``{MODEL.NAME}_{epoch}.pth`` — a flat ``state_dict`` exactly like the reference writes, so the
   reference (and ``test.py``) can load it.
 * ``last.pth`` — model + optimizer + scheduler + GradScaler + epoch + every RNG state (Python,
-  NumPy, torch CPU/CUDA) of every rank + the config, so ``--resume`` continues bit for bit, also
-  under DDP (each rank restores its own streams).
+  NumPy, torch CPU/CUDA) of every rank + the hooks' states (the validation history) + the config, so
+  ``--resume`` continues bit for bit, also under DDP (each rank restores its own streams).
 * ``config.yaml`` (written by ``train.py``) — the run's config beside the weight files, so
   ``test.py`` can name the keys in which a weight file's run differs from the config it is given.
 
@@ -19,14 +19,14 @@ import glob
 import os
 import random
 import re
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from utils import comm
-from utils.cli import ALLOW_CONFIG_CHANGE_FLAG
+from utils.cli import ALLOW_CONFIG_CHANGE_FLAG, OVERWRITE_FLAG
 from utils.errors import CheckpointError
 from utils.logger import get_logger
 
@@ -234,6 +234,121 @@ def _cli_value(v: Any) -> str:
 
 # The run's config in OUTPUT_DIR, beside its weight files.
 CONFIG_FILE = "config.yaml"
+# Held (flock) by the training process that writes an OUTPUT_DIR, for as long as it runs.
+LOCK_FILE = ".train.lock"
+
+
+def run_files(folder: str, prefix: str) -> list[str]:
+    """The files of a training run in ``folder``: ``last.pth``, the ``{prefix}_<epoch>.pth`` weight files
+    (by epoch) and ``val_results.json``, those that exist."""
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d+)\.pth")
+    names = sorted((n for n in os.listdir(folder) if pattern.fullmatch(n)),
+                   key=lambda n: int(pattern.fullmatch(n).group(1))) if os.path.isdir(folder) else []
+    names = ["last.pth", *names, "val_results.json"]
+    return [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+
+
+def _describe_run(files: list[str]) -> str:
+    """``last.pth after epoch 3 of 4, transformer_2.pth, ...`` for a refusal message."""
+    parts = []
+    for path in files:
+        name = os.path.basename(path)
+        if name == "last.pth":
+            try:
+                state = read_state(path, mmap=True)
+                import yaml
+
+                total = (yaml.safe_load(state.get("config") or "") or {}).get("SOLVER", {}).get("MAX_EPOCHS")
+                done = f"epoch {state['epoch']}" + (f" of {total}" if total else "")
+                name = f"last.pth after {done}" + (", finished" if total and state["epoch"] >= total else "")
+            except CheckpointError:
+                name = "last.pth (unreadable)"
+        parts.append(name)
+    return ", ".join(parts)
+
+
+def prepare_new_run(folder: str, prefix: str, overwrite: bool = False) -> list[str]:
+    """Make sure that a training that starts afresh in ``folder`` replaces no earlier run's files silently.
+
+    Without ``overwrite`` a folder that holds ``last.pth`` or ``{prefix}_<epoch>.pth`` is refused; with
+    it (``--overwrite``) those files and ``val_results.json`` are deleted (by rank 0; returns their
+    paths), so that no stale checkpoint of the earlier run is mistaken for one of the new run; the log
+    file stays and goes on. A folder
+    with only a config and a log (a run that stopped before its first epoch ended) starts over as it is.
+
+    Raises:
+        CheckpointError: naming the folder, its run and the ways out.
+    """
+    files = run_files(folder, prefix)
+    checkpoints = [f for f in files if f.endswith(".pth")]
+    if not checkpoints:
+        return []
+    if not overwrite:
+        raise CheckpointError(f"OUTPUT_DIR {folder} holds a training run ({_describe_run(checkpoints)}); continue it "
+                              f"with --resume, choose another OUTPUT_DIR, or add {OVERWRITE_FLAG} to start over "
+                              f"(deleting its checkpoints)")
+    if comm.is_main_process():
+        for path in files:
+            os.remove(path)
+    return files
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``OUTPUT_DIR/.train.lock``, held while a training writes the folder.
+
+    The kernel releases it when the process ends, however it ends (``kill -9`` included), so a stale
+    file never blocks. File systems without ``flock`` (some network mounts) skip the check.
+    """
+
+    def __init__(self, folder: str):
+        self.path = os.path.join(folder, LOCK_FILE)
+        self._file = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock (rank 0 of a run).
+
+        Raises:
+            CheckpointError: another process holds it: a training runs in the folder now.
+        """
+        import fcntl
+
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "?"
+            f.close()
+            folder = os.path.dirname(self.path)
+            raise CheckpointError(f"OUTPUT_DIR {folder} is in use: a training is running there now (pid {owner}); "
+                                  f"wait for it to end or stop it, or choose another OUTPUT_DIR") from None
+        except OSError:  # no flock on this file system: nothing to check
+            f.close()
+            return self
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        """Let the lock go (also done by the kernel at process exit)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def hook_keys(hooks: Sequence) -> list[tuple[str, Any]]:
+    """``(key, hook)`` pairs that name each hook's state in ``last.pth``: its class name, with ``#2``,
+    ``#3`` ... for further hooks of one class (stable when other hooks are added or removed)."""
+    seen: dict[str, int] = {}
+    out = []
+    for h in hooks:
+        name = type(h).__name__
+        seen[name] = seen.get(name, 0) + 1
+        out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", h))
+    return out
 
 
 class Checkpointer:
@@ -260,8 +375,9 @@ class Checkpointer:
             atomic_save(unwrap(self.model).state_dict(), path)
         return path
 
-    def save_state(self, filename: str, epoch: int, **extra: Any) -> str:
-        """Write the full training state after ``epoch`` to ``save_dir/filename``.
+    def save_state(self, filename: str, epoch: int, hooks: Sequence = (), **extra: Any) -> str:
+        """Write the full training state after ``epoch`` to ``save_dir/filename``, with the state of each
+        of the trainer's ``hooks`` (:meth:`processor.trainer.HookBase.state_dict`).
 
         A collective under DDP: every rank must call it (rank 0 writes ``rng_per_rank``, every rank's RNG state).
         """
@@ -277,14 +393,16 @@ class Checkpointer:
             "epoch": epoch,
             "rng": rngs[0],
             "rng_per_rank": rngs,
+            "hooks": {key: state for key, h in hook_keys(hooks) if (state := h.state_dict())},
             **extra,
         }
         remove_stale_tmp_files(self.save_dir)
         atomic_save(state, path)
         return path
 
-    def resume(self, path: str) -> int:
-        """Load a state written by :meth:`save_state`; returns the epoch it was saved after."""
+    def resume(self, path: str, hooks: Sequence = ()) -> int:
+        """Load a state written by :meth:`save_state` (the ``hooks``' states too; a ``last.pth`` written
+        before hooks had state has none, and they start empty); returns the epoch it was saved after."""
         state = read_state(path)
         try:
             unwrap(self.model).load_state_dict(state["model"])
@@ -306,5 +424,9 @@ class Checkpointer:
                 get_logger().warning(f"{path} was saved by {saved}, this run has {world}: every rank restores "
                                      f"rank 0's random state, so the run does not continue bit for bit")
             set_rng_state(state["rng"])
+        saved_hooks = state.get("hooks") or {}
+        for key, hook in hook_keys(hooks):
+            if key in saved_hooks:
+                hook.load_state_dict(saved_hooks[key])
         get_logger().info(f"resumed from {path} (epoch {state['epoch']})")
         return int(state["epoch"])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import sys
 import time
@@ -11,6 +10,7 @@ from typing import Callable
 import torch
 
 from utils.logger import get_logger
+from utils.misc import atomic_write_json
 
 from .checkpointer import Checkpointer
 from .trainer import HookBase
@@ -124,11 +124,16 @@ class CheckpointHook(HookBase):
         if self.period > 0 and (epoch % self.period == 0 or epoch == self.trainer.max_epochs):
             path = self.checkpointer.save_weights(f"{self.prefix}_{epoch}.pth")
             get_logger().info(f"saved {path}")
-        self.checkpointer.save_state("last.pth", epoch, **self.extra)
+        self.checkpointer.save_state("last.pth", epoch, hooks=self.trainer.hooks, **self.extra)
 
 
 class EvalHook(HookBase):
-    """Every ``period`` epochs (and after the last) calls ``eval_fn()`` → results; logs and stores them."""
+    """Every ``period`` epochs (and after the last) calls ``eval_fn()`` → results; logs and stores them.
+
+    ``history`` maps each evaluated epoch to its results (``to_json``'s form when given), also those of
+    the epochs before a ``--resume`` (it is the hook's state in ``last.pth``); ``val_results.json``
+    holds all of them and is replaced atomically.
+    """
 
     def __init__(self, period: int, eval_fn: Callable[[], dict], formatter: Callable[[dict, str], str],
                  output_dir: str | None = None, to_json: Callable[[dict], dict] | None = None):
@@ -146,11 +151,20 @@ class EvalHook(HookBase):
         results = self.eval_fn()
         if results is None:  # non-zero ranks in DDP
             return
-        self.history[epoch] = results
+        self.history[epoch] = self.to_json(results) if self.to_json is not None else results
         get_logger().info(self.formatter(results, f"Validation results - epoch {epoch}"))
         if self.output_dir and self.to_json is not None:
-            with open(os.path.join(self.output_dir, "val_results.json"), "w") as f:
-                json.dump({str(e): self.to_json(r) for e, r in self.history.items()}, f, indent=1)
+            atomic_write_json({str(e): r for e, r in sorted(self.history.items())},
+                              os.path.join(self.output_dir, "val_results.json"))
+
+    def state_dict(self) -> dict:
+        """``{'history': {epoch (str): results}}``: JSON types, so ``last.pth`` stays ``weights_only``-loadable."""
+        return {"history": {str(e): r for e, r in self.history.items()}} if self.to_json is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = {int(e): r for e, r in state.get("history", {}).items()}
+        if self.history:
+            get_logger().info(f"validation history restored: epoch(s) {', '.join(map(str, sorted(self.history)))}")
 
 
 class TensorboardHook(HookBase):

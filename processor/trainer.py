@@ -23,7 +23,13 @@ class NonFiniteLossError(TSDError):
 
 
 class HookBase:
-    """A callback of :class:`Trainer`; ``self.trainer`` is set when the hook is registered."""
+    """A callback of :class:`Trainer`; ``self.trainer`` is set when the hook is registered.
+
+    A hook that keeps state across epochs (e.g. the validation history) returns it from
+    :meth:`state_dict`; the checkpointer saves it in ``last.pth`` and hands it back to
+    :meth:`load_state_dict` on ``--resume``. It must load with ``torch.load(weights_only=True)``:
+    tensors, numbers, strings, lists and dicts.
+    """
 
     trainer: "Trainer"
 
@@ -32,6 +38,13 @@ class HookBase:
     def after_step(self) -> None: ...
     def after_epoch(self) -> None: ...
     def after_train(self) -> None: ...
+
+    def state_dict(self) -> dict:
+        """What the hook needs to continue after a resume (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (default: nothing to restore)."""
 
 
 def cpu_has_native_bf16() -> bool:

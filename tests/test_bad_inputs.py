@@ -137,9 +137,17 @@ def mask_with_17_channels(case: Path) -> None:
 
 
 def truncate_train_jpegs(case: Path) -> None:
-    """A broken copy: every training JPEG keeps only its first 600 bytes. Only loader workers decode images."""
+    """A broken copy: every training JPEG keeps only its first 600 bytes (found before the first step)."""
     for f in train_files(case):
         f.write_bytes(f.read_bytes()[:600])
+
+
+def scramble_train_jpegs(case: Path) -> None:
+    """Damage only a decoder notices: every training JPEG's header overwritten with zeros, its length and end
+    marker intact. Only loader workers decode images."""
+    for f in train_files(case):
+        data = f.read_bytes()
+        f.write_bytes(data[:2] + bytes(600) + data[602:])
 
 
 def empty_train_split(case: Path) -> None:
@@ -375,7 +383,11 @@ CASES = [
          ["cannot read mask file", ".npy", "bpbreid"]),
     Case("mask_wrong_shape", mask_with_17_channels, "train.py", tiny(),
          ["has shape (17,", "expected (36, h, w)"]),
-    Case("train_jpegs_truncated_found_by_worker", truncate_train_jpegs, "train.py", tiny("DATALOADER.NUM_WORKERS", "2"),
+    Case("train_jpegs_truncated", truncate_train_jpegs, "train.py", tiny("DATALOADER.NUM_WORKERS", "2"),
+         ["71 of 71 training images are truncated JPEGs (cut mid-stream: no end-of-image marker; first: "
+          "{data}/Occluded_Duke/bounding_box_train/", "replace the file or delete it",
+          "set DATASETS.TRUNCATED_IMAGES warn (or ignore, the reference's behaviour)"]),
+    Case("train_jpegs_damaged_found_by_worker", scramble_train_jpegs, "train.py", tiny("DATALOADER.NUM_WORKERS", "2"),
          ["cannot read image {data}/Occluded_Duke/bounding_box_train/", "replace the file or delete it"]),
     Case("new_benchmark_line_malformed", with_weight(gallery_line("query/0242_c3_f0061302.jpg")), "test.py",
          tiny(*TEST_WEIGHT, *NEW_BENCHMARK),
@@ -569,7 +581,7 @@ def test_the_payloads_are_live(tmp_path: Path):
 
 def test_forked_run_matches_a_real_subprocess(case_folder: Path):
     """The forkserver shortcut reports what a fresh ``python train.py`` reports."""
-    case = next(c for c in CASES if c.id == "train_jpegs_truncated_found_by_worker")
+    case = next(c for c in CASES if c.id == "train_jpegs_damaged_found_by_worker")
     case.damage(case_folder)
     argv = [fill(a, case_folder) for a in case.argv]
     forked = run_entry(case.script, argv, case_folder)
@@ -622,3 +634,42 @@ def test_odd_but_valid_inputs_train_to_a_checkpoint(case_folder: Path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "Traceback" not in r.stdout + r.stderr and "WARNING" not in r.log
     assert (case_folder / "out" / "transformer_1.pth").is_file() and "Validation results - epoch 1" in r.log
+
+
+# ----------------------------------------------------------------------------------------------
+# No run is lost: a rerun into a run's OUTPUT_DIR
+# ----------------------------------------------------------------------------------------------
+def test_a_rerun_into_a_run_is_refused_unless_resumed_or_overwritten(case_folder: Path):
+    """train.py without --resume into a folder that holds a run says so in one line and touches nothing;
+    --overwrite starts over (deleting the earlier checkpoints); a folder that a training writes right now
+    is refused even with --resume."""
+    from processor.checkpointer import RunLock
+
+    argv = [fill(a, case_folder) for a in tiny("SOLVER.MAX_EPOCHS", "1", "SOLVER.CHECKPOINT_PERIOD", "1")]
+    out = case_folder / "out"
+    assert run_entry("train.py", argv, case_folder).returncode == 0
+    (out / "transformer_7.pth").write_bytes(b"an earlier, longer run's file")
+    files = lambda: {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".train.lock"}  # noqa: E731
+    before = files()
+    r = run_entry("train.py", argv, case_folder)
+    assert r.returncode == 2 and error_line(r.stderr) == (
+        f"error: OUTPUT_DIR {out} holds a training run (last.pth after epoch 1 of 1, finished, transformer_1.pth, "
+        f"transformer_7.pth); continue it with --resume, choose another OUTPUT_DIR, or add --overwrite to start "
+        f"over (deleting its checkpoints)")
+    assert files() == before  # not even the log was touched
+
+    r = run_entry("train.py", [*argv, "--overwrite"], case_folder)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "--overwrite: deleted the earlier run's last.pth, transformer_1.pth, transformer_7.pth\n" in r.log
+    assert not (out / "transformer_7.pth").exists() and (out / "transformer_1.pth").is_file()
+
+    lock = RunLock(str(out)).acquire()  # as a training running in the folder holds it
+    try:
+        r = run_entry("train.py", [*argv, "--resume"], case_folder)
+    finally:
+        lock.release()
+    assert r.returncode == 2 and error_line(r.stderr) == (
+        f"error: OUTPUT_DIR {out} is in use: a training is running there now (pid {os.getpid()}); wait for it "
+        f"to end or stop it, or choose another OUTPUT_DIR")
+    r = run_entry("train.py", [*argv, "--resume"], case_folder)  # the finished run: nothing left to train
+    assert r.returncode == 0 and "resumed from" in r.log

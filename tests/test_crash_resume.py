@@ -68,15 +68,20 @@ def test_files_of_a_save_killed_half_way_are_removed(tmp_path):
 
 
 def train_cmd(out: str, root: str, *extra: str) -> list[str]:
-    """``train.py`` on the tiny config: 3 epochs of 2 ids x 4 images per step, a log line per step."""
+    """``train.py`` on the tiny config: 3 epochs of 2 ids x 4 images per step, a log line per step, the
+    decoded-sample cache on (as in the demo config) in ``<out>_cache``: built by the run's first start."""
     return [sys.executable, os.path.join(REPO, "train.py"), "--config_file", DEMO_CFG, *extra,
             "DATASETS.ROOT_DIR", root, "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "0",
+            "DATALOADER.CACHE", "True", "DATALOADER.CACHE_DIR", out + "_cache",
             "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]", "SOLVER.IMS_PER_BATCH", "8",
             "SOLVER.MAX_EPOCHS", str(EPOCHS), "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "0",
             "SOLVER.CHECKPOINT_PERIOD", str(EPOCHS), "SOLVER.LOG_PERIOD", "1"]
 
 
 def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_path):
+    """Each run builds its own cache in its first start (the killed run's second start reuses it).
+    One thread per run keeps the two concurrent runs fast; that the build changes no thread count or
+    random stream of a multi-threaded run is tests/test_cache.py's check."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     straight_dir, killed_dir = str(tmp_path / "straight"), str(tmp_path / "killed")
     straight = subprocess.Popen(train_cmd(straight_dir, synthetic_root), cwd=REPO, env=env,
@@ -93,6 +98,7 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(synthetic_roo
             break
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
+    assert any("building the training-data cache" in line for line in seen), "".join(seen)[-3000:]
     state = torch.load(os.path.join(killed_dir, "last.pth"), weights_only=True)
     assert state["epoch"] == 1, "the kill came too late: epoch 2 had already been saved"
 
@@ -100,6 +106,7 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(synthetic_roo
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {killed_dir}/last.pth (epoch 1)" in resumed.stdout
+    assert "using the training-data cache" in resumed.stdout
     assert straight.wait() == 0, straight.stderr.read()[-3000:]
 
     name = f"transformer_{EPOCHS}.pth"
@@ -150,4 +157,35 @@ def test_resume_config_check(tmp_path):
     for argv in (["--config_file", "c.yml", "--resume", "--allow-config-change", "SOLVER.BASE_LR", "0.01"],
                  ["--config_file", "c.yml", "SOLVER.BASE_LR", "0.01", "--resume", "--allow-config-change"],
                  ["--config_file", "c.yml", "SOLVER.BASE_LR", "0.01", "--allow-config-change", "--resume"]):
-        assert parse_args(argv) == ("c.yml", ["SOLVER.BASE_LR", "0.01"], "auto", True), argv
+        assert parse_args(argv) == ("c.yml", ["SOLVER.BASE_LR", "0.01"], "auto", True, False), argv
+    for argv in (["--config_file", "c.yml", "--overwrite", "SOLVER.BASE_LR", "0.01"],
+                 ["--config_file", "c.yml", "SOLVER.BASE_LR", "0.01", "--overwrite"]):
+        assert parse_args(argv) == ("c.yml", ["SOLVER.BASE_LR", "0.01"], None, False, True), argv
+
+
+def test_resume_keeps_every_validated_epoch(synthetic_root, tmp_path):
+    """The validation history is EvalHook's state in last.pth: after --resume, val_results.json still holds
+    the epochs evaluated before the interruption (it used to hold only the epochs after it)."""
+    import json
+
+    from tests.test_train import StopAfter
+
+    opts = ("SOLVER.MAX_EPOCHS", "3", "SOLVER.EVAL_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "0")
+    cfg = tiny_cfg(synthetic_root, str(tmp_path / "run"), *opts)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, hooks=[StopAfter(2)])
+    last = tmp_path / "run" / "last.pth"
+    saved = torch.load(last, weights_only=True)
+    assert sorted(saved["hooks"]["EvalHook"]["history"]) == ["1", "2"]
+    before = json.loads((tmp_path / "run" / "val_results.json").read_text())
+    run_training(cfg, resume=str(last))
+    after = json.loads((tmp_path / "run" / "val_results.json").read_text())
+    assert list(after) == ["1", "2", "3"] and {e: after[e] for e in before} == before
+    assert not [n for n in os.listdir(tmp_path / "run") if ".tmp." in n]  # written through a temporary file
+
+    # A last.pth written before hooks had state still resumes (its history starts empty).
+    old = {k: v for k, v in saved.items() if k != "hooks"}
+    torch.save(old, last)
+    resumed = run_training(cfg, resume=str(last))
+    assert resumed.start_epoch == 3
+    assert list(json.loads((tmp_path / "run" / "val_results.json").read_text())) == ["3"]

@@ -340,10 +340,15 @@ def test_corrupt_image_in_a_worker_is_one_line(data_copy):
     ds = build_dataset("occ_duke", data_copy)
     bad = ds.gallery[3].path
     with open(bad, "wb") as f:
-        f.write(b"\xff\xd8 truncated")
+        f.write(b"\xff\xd8 damaged \xff\xd9")
     loader = make_val_loader(make_cfg(data_copy, DATALOADER__NUM_WORKERS=1), ds)
     with pytest.raises(DataError) as e:
         list(loader)
     assert "worker process" in str(e.value)
     assert user_message(e.value) == f"cannot read image {bad} (missing, truncated or not an image); " \
                                     f"replace the file or delete it from its split folder"
+    with open(bad, "wb") as f:  # cut mid-stream: named as such (DATASETS.TRUNCATED_IMAGES error)
+        f.write(open(ds.gallery[4].path, "rb").read()[:600])
+    with pytest.raises(DataError) as e:
+        list(loader)
+    assert user_message(e.value).startswith(f"image {bad} is truncated (a JPEG cut mid-stream")

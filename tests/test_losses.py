@@ -244,9 +244,14 @@ def test_weights_scale_their_terms():
         torch.testing.assert_close(scaled[name], f * value)
 
 
-def test_bf16_autocast_gives_finite_float32_losses():
+@pytest.mark.parametrize("fp32", [False, True])
+def test_bf16_autocast_gives_finite_losses(fp32):
+    """Both settings of SOLVER.AMP_LOSSES_FP32 under autocast: finite terms close to the fp32 ones, in
+    float32 when the losses run with autocast off."""
     outputs, labels = fake_outputs(c=64)
-    ref = make_loss(tsd_cfg(), 4)(outputs, labels)
+    cfg = tsd_cfg()
+    cfg.SOLVER.AMP_LOSSES_FP32 = fp32
+    ref = make_loss(cfg, 4)(outputs, labels)
     low = {
         "cls_score": {k: v.bfloat16() for k, v in outputs["cls_score"].items()},
         "feat": {k: v.bfloat16() for k, v in outputs["feat"].items()},
@@ -254,12 +259,33 @@ def test_bf16_autocast_gives_finite_float32_losses():
         "mask_targets": outputs["mask_targets"],
     }
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        terms = make_loss(tsd_cfg(), 4)(low, labels)
+        terms = make_loss(cfg, 4)(low, labels)
         sum(terms.values()).backward()
     for name, value in terms.items():
-        assert value.dtype == torch.float32 and torch.isfinite(value), name
-        torch.testing.assert_close(value, ref[name], rtol=0.05, atol=0.02, msg=name)
+        assert torch.isfinite(value) and (value.dtype == torch.float32 or not fp32), name
+        torch.testing.assert_close(value.float(), ref[name], rtol=0.05, atol=0.02, msg=name)
     assert torch.isfinite(outputs["feat"]["part"].grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_losses_run_inside_autocast_as_the_reference_unless_amp_losses_fp32(dtype):
+    """Default: the terms are computed under the caller's autocast, as the reference computes every loss
+    (its triplet distance product lands in low precision); SOLVER.AMP_LOSSES_FP32 True: float32 with
+    autocast off, bitwise the terms of a float32 run. Near pairs show the difference."""
+    outputs, labels = fake_outputs(c=256)
+    with torch.no_grad():  # near pairs: every feature close to one large vector (the precision-sensitive case)
+        base = torch.randn(256) * 8
+        outputs["feat"]["global"].copy_(base + 0.05 * outputs["feat"]["global"])
+    fp32_cfg = tsd_cfg()
+    fp32_cfg.SOLVER.AMP_LOSSES_FP32 = True
+    plain = make_loss(fp32_cfg, 4)(outputs, labels)
+    with torch.autocast("cpu", dtype=dtype):
+        reference_like = make_loss(tsd_cfg(), 4)(outputs, labels)
+        in_fp32 = make_loss(fp32_cfg, 4)(outputs, labels)
+        by_hand = TripletLoss(None)(outputs["feat"]["global"], labels)  # the loss code under autocast
+    assert all(torch.equal(in_fp32[k], plain[k]) for k in plain)
+    assert torch.equal(reference_like["tri_global"], by_hand)
+    assert not torch.equal(reference_like["tri_global"], plain["tri_global"])
 
 
 def test_accuracy_of_global_head():

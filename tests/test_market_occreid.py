@@ -17,7 +17,7 @@ from datasets.masks import find_mask
 from tools.synthetic.market1501 import MARKET_DIR, plan_market
 from tools.synthetic.occ_reid import OCC_REID_DIR, OCC_REID_FOLDERS, plan_occ_reid
 from tools.synthetic.writer import generate
-from utils.errors import ConfigError, DataError
+from utils.errors import ConfigError, DataError, user_message
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKET_CFG = os.path.join(REPO, "configs", "demo", "market_tiny.yml")
@@ -84,6 +84,30 @@ def test_generator_arguments(tmp_path):
         generate(str(tmp_path), dataset="cuhk03")
     with pytest.raises(ConfigError, match="--names-from"):
         generate(str(tmp_path), scale="tiny", dataset="market1501", names_from=str(tmp_path))
+
+
+def test_an_image_in_two_formats_is_an_error_naming_it(two_sets, tmp_path):
+    """A converted .jpg beside its released .tif (the reference reads .jpg copies): each image would
+    be a query or gallery image twice. An error naming the pair, not doubled counts."""
+    import shutil
+
+    import cv2
+
+    root = str(tmp_path / "data")
+    shutil.copytree(os.path.join(two_sets, OCC_REID_DIR), os.path.join(root, OCC_REID_DIR))
+    folder = os.path.join(root, OCC_REID_DIR, "whole_body_images")
+    tifs = sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs)
+    for tif in tifs[:2]:
+        cv2.imwrite(tif[:-4] + ".jpg", cv2.imread(tif))
+    stem = os.path.basename(tifs[0])[:-4]
+    with pytest.raises(DataError) as e:
+        build_dataset("occ_reid", root)
+    assert user_message(e.value) == (
+        f"image {stem} is in {os.path.dirname(tifs[0])} twice, as {stem}.jpg and {stem}.tif (and 1 more such "
+        f"pair): it would be counted twice; keep one format (e.g. move the .jpg or the .tif files out of the folder)")
+    for tif in tifs:
+        os.remove(tif)  # converted copies alone are fine
+    assert len(build_dataset("occ_reid", root).gallery) == 2
 
 
 def test_empty_occluded_reid_folder_is_a_data_error(tmp_path):

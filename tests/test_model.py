@@ -323,3 +323,21 @@ def test_amp_bf16_forward():
         out = model(images(2), masks=soft_masks(2, 5))
     assert all(torch.isfinite(s).all() for s in out["cls_score"].values())
     assert torch.isfinite(out["feat"]["aux"]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_part_pooling_stays_float32_under_autocast_as_the_references(dtype):
+    """The reference pools parts with an elementwise product and sum, float32 under autocast; ours is one
+    matmul with autocast off: float32 too, equal up to summation order (a low-precision matmul is not)."""
+    from model.heads import global_weighted_pooling
+
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 128, 64, generator=g) * 4 + 3
+    weights = torch.rand(2, 128, 5, generator=g).softmax(-1)
+    elementwise = (weights.unsqueeze(-1) * features.unsqueeze(2)).sum(1) / weights.sum(1).unsqueeze(-1)
+    with torch.autocast("cpu", dtype=dtype):
+        pooled = global_weighted_pooling(features, weights)
+        low = (weights.transpose(1, 2) @ features) / weights.sum(1).unsqueeze(-1)
+    assert pooled.dtype == torch.float32
+    torch.testing.assert_close(pooled, elementwise, rtol=1e-6, atol=1e-5)
+    assert (low.float() - elementwise).abs().max() > 1e-3

@@ -16,7 +16,7 @@ import torch
 from config import load_cfg
 from datasets import build_dataset
 from datasets.bases import parse_pid_cam
-from datasets.transforms import build_eval_transform, read_image
+from datasets.transforms import build_eval_transform
 from evaluation import ReidEvaluator
 from model import make_model
 from processor.inference import extract_features
@@ -77,7 +77,7 @@ def test_attention_titles_label_each_part_with_its_own_visibility():
 def test_attention_and_visibility_match_the_model(tiny, synthetic_root):
     cfg, model, _ = tiny
     paths = [r.path for r in build_dataset("occ_duke", synthetic_root).query[:4]]
-    imgs = torch.stack([build_eval_transform(cfg)(read_image(p)) for p in paths])
+    imgs = torch.stack([build_eval_transform(cfg)(p) for p in paths])
     attn, probs = vis_attn.attention_and_visibility(model, imgs)
     want_probs, want_attn = reference_visibility(model, imgs)
     torch.testing.assert_close(probs, want_probs)
@@ -100,7 +100,7 @@ def test_vis_attn_writes_one_png_per_image_and_the_true_visibilities(tiny, synth
     assert w > 2 * h  # image + 6 overlays side by side
     assert png_shape(str(out / "index.png"))[0] > 2 * h  # the 3 images stacked
     written = json.loads((out / "visibility.json").read_text())
-    imgs = torch.stack([build_eval_transform(cfg)(read_image(r.path)) for r in query])
+    imgs = torch.stack([build_eval_transform(cfg)(r.path) for r in query])
     want = reference_visibility(model, imgs)[0].numpy()
     assert list(written) == [r.path for r in query]
     assert all(list(v) == ["head", "arm", "torso", "leg", "feet"] for v in written.values())
@@ -210,7 +210,7 @@ def test_extract_features_saves_features_and_evaluator_ranking(tiny, synthetic_r
     assert feats.shape == (3, 1 + parts, dim) and vis.shape == (3, 1 + parts)
     assert paths == sorted(paths) and len(paths) == 3 and paths[-1].endswith(os.path.join("more", "c.png"))
     assert np.all(vis[:, 0] == 1) and set(np.unique(vis)) <= {0.0, 1.0}
-    imgs = torch.stack([build_eval_transform(cfg)(read_image(p)) for p in paths])
+    imgs = torch.stack([build_eval_transform(cfg)(p) for p in paths])
     with torch.no_grad():
         want_feats, want_vis = model(imgs)
     np.testing.assert_allclose(feats, want_feats.numpy(), rtol=1e-4, atol=1e-5)

@@ -10,8 +10,9 @@ from torchvision import tv_tensors
 from config import get_cfg_defaults
 from datasets.masks import add_background, flip_permutation, group_parts, mask_targets
 from datasets.transforms import (PairedHorizontalFlip, PairedRandomErasing, TrainTransform, build_eval_transform,
-                                 make_resize, read_image)
-from utils.errors import DataError
+                                 file_is_truncated, make_resize, read_image, read_pil_image)
+from tests.test_datasets import data_copy  # noqa: F401 (fixture)
+from utils.errors import DataError, user_message
 
 H, W = 64, 32
 
@@ -141,11 +142,19 @@ def test_background_threshold_is_strict_and_ties_go_to_lower_part():
     torch.testing.assert_close(normalised.sum(0), torch.ones(1, 3))
 
 
-def test_eval_transform_resizes_and_normalises():
+@pytest.mark.parametrize("image_loader, in_training, used", [("auto", False, "pil"), ("auto", True, "cv2"),
+                                                             ("pil", True, "pil"), ("cv2", False, "cv2")])
+def test_eval_transform_resizes_and_normalises(tmp_path, image_loader, in_training, used):
+    """Both evaluation paths (TEST.IMAGE_LOADER; 'auto': PIL stand-alone, OpenCV during training)."""
     cfg = get_cfg_defaults()
     cfg.INPUT.SIZE_TEST = [H, W]
     cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
-    out = build_eval_transform(cfg)(torch.full((3, 100, 40), 255, dtype=torch.uint8))
+    cfg.TEST.IMAGE_LOADER = image_loader
+    path = str(tmp_path / "white.png")
+    cv2.imwrite(path, np.full((100, 40, 3), 255, np.uint8))
+    transform = build_eval_transform(cfg, in_training)
+    assert transform.loader == used
+    out = transform(path)
     assert type(out) is torch.Tensor and out.shape == (3, H, W) and out.dtype == torch.float32
     torch.testing.assert_close(out, torch.ones(3, H, W))
 
@@ -161,3 +170,60 @@ def test_read_image_rgb_and_corrupt(tmp_path):
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match="0001_c1_f0000002.jpg"):
         read_image(str(bad))
+
+
+def cut_jpeg(path, keep: float = 0.6) -> bytes:
+    """Write a JPEG of a textured picture to ``path`` cut after ``keep`` of its bytes; returns the whole file."""
+    rng = np.random.default_rng(0)
+    ok, buf = cv2.imencode(".jpg", rng.integers(0, 256, (64, 32, 3), dtype=np.uint8))
+    data = buf.tobytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    return data
+
+
+@pytest.mark.parametrize("reader", [read_image, read_pil_image])
+def test_a_truncated_jpeg_is_an_error_or_a_warning_naming_it(tmp_path, reader, caplog):
+    """A JPEG cut mid-stream decodes to a partly grey picture: an error by default, a warning naming it
+    with DATASETS.TRUNCATED_IMAGES warn, the reference's silence with 'ignore'. A complete JPEG, also
+    with padding after its end marker, is not truncated."""
+    path = tmp_path / "0001_c1_f0000003.jpg"
+    whole = cut_jpeg(path)
+    assert file_is_truncated(str(path))
+    with pytest.raises(DataError) as e:
+        reader(str(path))
+    assert user_message(e.value) == (
+        f"image {path} is truncated (a JPEG cut mid-stream: no end-of-image marker; decoded, its missing part "
+        f"would be grey); replace the file or delete it from its split folder, or set DATASETS.TRUNCATED_IMAGES "
+        f"warn (or ignore, the reference's behaviour) to use it as decoded")
+    with caplog.at_level("WARNING", logger="tsd"):
+        assert reader(str(path), "warn") is not None
+        assert reader(str(path), "ignore") is not None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"image {path} is truncated (a JPEG cut mid-stream); using it as decoded, its missing part grey "
+        f"(DATASETS.TRUNCATED_IMAGES warn)"]
+    for data in (whole, whole + b"\0" * 100):
+        path.write_bytes(data)
+        assert not file_is_truncated(str(path))
+        reader(str(path))
+
+
+def test_truncated_training_images_are_found_before_the_first_step(data_copy, caplog):
+    """preflight reads every training JPEG's first and last bytes: one line naming the files."""
+    from datasets import build_dataset, preflight
+    from tests.test_datasets import make_cfg
+
+    ds = build_dataset("occ_duke", data_copy)
+    paths = [r.path for r in ds.train]
+    for p in paths[3:5]:
+        data = open(p, "rb").read()
+        open(p, "wb").write(data[: len(data) // 2])
+    with pytest.raises(DataError) as e:
+        preflight(make_cfg(data_copy), ds)
+    assert user_message(e.value) == (
+        f"2 of {len(paths)} training images are truncated JPEGs (cut mid-stream: no end-of-image marker; first: "
+        f"{paths[3]}, {paths[4]}); replace the file or delete it from its split folder, or set "
+        f"DATASETS.TRUNCATED_IMAGES warn (or ignore, the reference's behaviour) to use it as decoded")
+    with caplog.at_level("WARNING", logger="tsd"):
+        preflight(make_cfg(data_copy, DATASETS__TRUNCATED_IMAGES="warn"), ds)
+        preflight(make_cfg(data_copy, DATASETS__TRUNCATED_IMAGES="ignore"), ds)
+    assert sum("is truncated" in r.getMessage() for r in caplog.records) == 2

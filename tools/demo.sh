@@ -14,7 +14,10 @@ start=$(date +%s)
 if [ ! -f "$DATA/Occluded_Duke/new_gallery.txt" ]; then
   $PY tools/make_synthetic_data.py --root "$DATA" --scale small --seed 0 --workers 2
 fi
-$PY train.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" OUTPUT_DIR "$OUT"
+# A second `make demo` continues the run in $OUT (finished: nothing left to train) instead of replacing it.
+RESUME=""
+[ -f "$OUT/last.pth" ] && RESUME="--resume"
+$PY train.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" OUTPUT_DIR "$OUT" $RESUME
 W=$(ls -t "$OUT"/transformer_*.pth | head -n 1)
 $PY test.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT/test_standard"
 $PY test.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" DATASETS.NAMES new_occ_duke \

@@ -11,6 +11,8 @@ from .logger import get_logger
 
 # train.py's flag: resume although config keys differ from the run's (processor.checkpointer).
 ALLOW_CONFIG_CHANGE_FLAG = "--allow-config-change"
+# train.py's flag: start over in an OUTPUT_DIR that holds a run, deleting its checkpoints (processor.checkpointer).
+OVERWRITE_FLAG = "--overwrite"
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,6 +1,7 @@
-"""Seeding and device selection."""
+"""Seeding, device selection and atomic file writes."""
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -45,3 +46,17 @@ def apply_device_id(device_id: str) -> None:
     """Export ``MODEL.DEVICE_ID`` as ``CUDA_VISIBLE_DEVICES`` (single-process runs, before CUDA init)."""
     if "LOCAL_RANK" not in os.environ and device_id:
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(device_id).strip("()'\" "))
+
+
+def atomic_write_json(obj, path: str) -> None:
+    """Write ``obj`` as indented JSON to ``path`` through a temporary file in the same folder and
+    ``os.replace``: a reader (``tools/summarize_runs.py`` while a run trains) or a crash never sees half
+    a file, and the previous file stays whole until the new one is complete."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
