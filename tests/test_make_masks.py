@@ -132,9 +132,16 @@ def test_folder_and_dataset_jobs_write_where_the_loaders_look(tmp_path, syntheti
         (tmp_path / "in" / rel).write_bytes(b"")
     jobs = folder_jobs(str(tmp_path / "in"), str(tmp_path / "out"))
     assert sorted(os.path.relpath(d, tmp_path / "out") for _, d in jobs) == ["a/b/y.npy", "a/x_1.npy", "z.npy"]
+    # One image in two formats is refused where every loader lists images (datasets.bases.list_images) ...
     (tmp_path / "in" / "a" / "x_1.png").write_bytes(b"")
+    with pytest.raises(Exception, match=r"image x_1 is in .*a twice, as x_1.jpg and x_1.png"):
+        folder_jobs(str(tmp_path / "in"), str(tmp_path / "out"))
+    (tmp_path / "in" / "a" / "x_1.png").unlink()
+    # ... and two names that only differ after their first '.' would share one mask (bpbreid's naming).
+    (tmp_path / "in" / "a" / "x_1.v2.jpg").write_bytes(b"")
     with pytest.raises(Exception, match="would share the mask file"):
         folder_jobs(str(tmp_path / "in"), str(tmp_path / "out"))
+    (tmp_path / "in" / "a" / "x_1.v2.jpg").unlink()
 
     from datasets import build_dataset
 
