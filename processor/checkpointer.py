@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from utils import comm
-from utils.cli import ALLOW_CONFIG_CHANGE_FLAG
+from utils.cli import ALLOW_CONFIG_CHANGE_FLAG, CONFIG_FILE, run_config_beside
 from utils.errors import CheckpointError
 from utils.logger import get_logger
 
@@ -217,8 +217,8 @@ def check_weight_config(weight: str, cfg) -> None:
     Raises:
         CheckpointError: naming the differing keys and the ``KEY VALUE`` pairs that fix them.
     """
-    saved_path = os.path.join(os.path.dirname(os.path.abspath(weight)), CONFIG_FILE)
-    if not os.path.isfile(saved_path):
+    saved_path = run_config_beside(weight)
+    if saved_path is None:
         return
     with open(saved_path) as f:
         diff = config_diff(f.read(), cfg, MODEL_KEYS)
@@ -230,10 +230,6 @@ def check_weight_config(weight: str, cfg) -> None:
 
 def _cli_value(v: Any) -> str:
     return f"'{list(v)}'" if isinstance(v, (list, tuple)) else str(v)
-
-
-# The run's config in OUTPUT_DIR, beside its weight files.
-CONFIG_FILE = "config.yaml"
 
 
 class Checkpointer:
