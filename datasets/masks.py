@@ -70,8 +70,8 @@ NUM_CHANNELS = len(PIFPAF_PARTS)
 MASK_SUBDIR = os.path.join("masks", "pifpaf_maskrcnn_filtering")
 MASK_SOURCE_HINT = (
     "the masks are bpbreid's 'PifPaf confidence fields filtered with Mask R-CNN' (download link in the "
-    "README of github.com/VlSomers/bpbreid); `python tools/make_synthetic_data.py` makes a synthetic data set "
-    "with masks"
+    "README of github.com/VlSomers/bpbreid); `.venv/bin/python tools/make_synthetic_data.py` makes a synthetic "
+    "data set with masks"
 )
 
 
