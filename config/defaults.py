@@ -63,7 +63,8 @@ _C.MODEL.MASK_LOSS_WEIGHT = 1.0
 _C.MODEL.VISIBILITY_LOSS_WEIGHT = 1.0  # (new)
 _C.MODEL.DISTILL_LOSS_WEIGHT = 1.0  # (new)
 _C.MODEL.DIVERSE_LOSS_WEIGHT = 1.0  # (new)
-# (new) The reference's 'eight' diversity weighting averages per row of a reshaped view (bug 9.9).
+# (new) The original code's 'eight' diversity weighting averages per row of a reshaped view, not over
+# all allowed part pairs (reproduced by default).
 # True: the exact weighted mean over all allowed part pairs instead.
 _C.MODEL.DIVERSE_EXACT_MEAN = False
 
@@ -83,8 +84,8 @@ _C.INPUT.MASK_PREPROCESS = "five"
 # (new) Background = max part confidence below this; then softmax(weight x masks) over channels.
 _C.INPUT.MASK_BG_THRESHOLD = 0.3
 _C.INPUT.MASK_SOFTMAX_WEIGHT = 15.0
-# (new) The reference flips masks without swapping left/right channels (bug 9.10, label noise for
-# 'eight'). True swaps the left/right part groups on flip.
+# (new) The original code flips masks without swapping left/right channels (label noise for 'eight':
+# a flipped left arm stays labelled left). True swaps the left/right part groups on flip.
 _C.INPUT.FLIP_SWAP_LR = False
 # (new) Augment whole batches on the training device after the transfer (flip, pad-crop, normalise,
 # erasing, mask background + softmax; datasets/batch_transforms.py) instead of per sample in the loader
@@ -163,7 +164,8 @@ _C.SOLVER.TENSORBOARD = False
 _C.TEST = CN()
 _C.TEST.IMS_PER_BATCH = 128
 _C.TEST.WEIGHT = ""
-# 'yes': L2-normalise every token feature before the distance (the reference always does, bug 9.3).
+# 'yes': L2-normalise every token feature before the distance; 'no' does not (the original code
+# normalises whatever this says).
 _C.TEST.FEAT_NORM = "yes"
 # TSD new benchmark (ALL / NPO / NTP) instead of the standard protocol.
 _C.TEST.NEW_METRIC = False
