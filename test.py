@@ -52,15 +52,15 @@ def main() -> int:
     from utils.logger import setup_logger
     from utils.misc import apply_device_id, resolve_device
 
+    check_test_weight(cfg)
+    check_weight_config(cfg.TEST.WEIGHT, cfg)  # a config that does not fit the weights: the first thing to fix
     apply_device_id(cfg.MODEL.DEVICE_ID)  # before the first CUDA query
     check_device(cfg.MODEL.DEVICE)
-    check_test_weight(cfg)
     output_dir = results_dir(cfg, args.opts, config_file)
     check_output_dir(output_dir)
     logger = setup_logger(output_dir, "test_log.txt")
     logger.info(f"config {config_file}" + (" (the run's own)" if not args.config_file else "")
                 + (f", overrides {args.opts}" if args.opts else ""))
-    check_weight_config(cfg.TEST.WEIGHT, cfg)
     device = resolve_device(cfg.MODEL.DEVICE)
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)
     model = make_model(cfg, num_classes, camera_num, view_num)

@@ -225,7 +225,8 @@ def check_weight_config(weight: str, cfg) -> None:
     if diff:
         fix = " ".join(f"{k} {_cli_value(a)}" for k, a, _ in diff)
         raise CheckpointError(f"TEST.WEIGHT {weight} was trained with another config ({saved_path}): "
-                              f"{format_diff(diff)}; add {fix} to the command line")
+                              f"{format_diff(diff)}; add {fix} to the command line, or leave out --config_file "
+                              f"to evaluate with that config.yaml")
 
 
 def _cli_value(v: Any) -> str:

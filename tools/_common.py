@@ -63,13 +63,17 @@ def load_tool_cfg(args: argparse.Namespace, need_weight: bool = True, model_file
     the model kind first, before any data is read.
 
     Raises:
-        CheckpointError: no ``TEST.WEIGHT`` or a missing file.
+        CheckpointError: no ``TEST.WEIGHT``, a missing file, or a config whose model keys differ from
+            the ``config.yaml`` beside it.
         ConfigError: no ``--config_file`` and no ``config.yaml`` beside the model file; an SIE model
             (the tools have no camera / view ids to feed it).
     """
     cfg = load_eval_cfg(args.config_file, args.opts, model_file)
     if need_weight:
+        from processor.checkpointer import check_weight_config
+
         check_test_weight(cfg)
+        check_weight_config(cfg.TEST.WEIGHT, cfg)
     if cfg.MODEL.SIE_CAMERA or cfg.MODEL.SIE_VIEW:
         raise ConfigError("MODEL.SIE_CAMERA / MODEL.SIE_VIEW models need camera / view ids, which the tools do "
                           "not pass; use a model trained without SIE")
