@@ -33,7 +33,8 @@ def results_dir(cfg, opts: list[str], config_file: str) -> str:
     """Where results go: ``OUTPUT_DIR`` of the command line; with the run's own ``config.yaml``
     (whose ``OUTPUT_DIR`` is the training run) ``<run>/test_<DATASETS.NAMES>[_rerank]``, one folder per
     test set and protocol; else the config's ``OUTPUT_DIR`` (``logs/test`` when empty)."""
-    if "OUTPUT_DIR" in opts[0::2] or os.path.abspath(config_file) != run_config_beside(cfg.TEST.WEIGHT):
+    run_config = run_config_beside(cfg.TEST.WEIGHT) if cfg.TEST.WEIGHT else None
+    if "OUTPUT_DIR" in opts[0::2] or run_config is None or os.path.abspath(config_file) != os.path.abspath(run_config):
         return cfg.OUTPUT_DIR or os.path.join("logs", "test")
     name = f"test_{cfg.DATASETS.NAMES}" + ("_rerank" if cfg.TEST.RE_RANKING else "")
     return os.path.join(os.path.dirname(cfg.TEST.WEIGHT), name)

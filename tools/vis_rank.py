@@ -149,7 +149,7 @@ def plot_ranking(query: RankedImage, gallery: Sequence[RankedImage], part_names:
         size: (H, W) at which the images are shown.
     """
     labels = [part_abbrev(n) for n in part_names]
-    fig = Figure(figsize=(1.0 * (len(gallery) + 1.3), 3.05), layout="constrained")
+    fig = Figure(figsize=(1.0 * (len(gallery) + 1.3), 2.95), layout="constrained")  # + the legend
     axes = fig.subplots(1, len(gallery) + 2, width_ratios=[1, 0.3] + [1] * len(gallery))
     _draw(axes[0], query, size, QUERY_FRAME, labels)
     axes[1].axis("off")

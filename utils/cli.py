@@ -63,7 +63,7 @@ EVAL_CONFIG_HELP = (f"YAML config of the model (default: the {CONFIG_FILE} that 
 
 def run_config_beside(path: str) -> str | None:
     """The ``config.yaml`` train.py wrote into the folder of ``path`` (a weight file of its run), or None."""
-    candidate = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_FILE)
+    candidate = os.path.join(os.path.dirname(path), CONFIG_FILE)
     return candidate if os.path.isfile(candidate) else None
 
 
