@@ -484,7 +484,8 @@ CASES = [
          ["identities but a batch needs 32", "lower SOLVER.IMS_PER_BATCH"]),
     Case("config_cuda_without_gpu", nothing, "train.py", tiny("MODEL.DEVICE", "cuda"),
          ["MODEL.DEVICE is 'cuda' but torch sees no GPU", "add MODEL.DEVICE cpu"], logged=False, skip=NO_GPU),
-    Case("test_cuda_without_gpu", nothing, "test.py", tiny("MODEL.DEVICE", "cuda", *TEST_WEIGHT),
+    # (test.py checks TEST.WEIGHT first: the case needs a real weight file to reach the device check)
+    Case("test_cuda_without_gpu", with_weight(nothing), "test.py", tiny("MODEL.DEVICE", "cuda", *TEST_WEIGHT),
          ["MODEL.DEVICE is 'cuda' but torch sees no GPU"], logged=False, skip=NO_GPU),
     # --- places ------------------------------------------------------------------------------------
     Case("output_dir_below_a_file", write_file("results", "not a folder"), "train.py",
@@ -494,7 +495,7 @@ CASES = [
          ["OUTPUT_DIR /sys/tsd_output is not writable", "choose another OUTPUT_DIR"], logged=False),
     Case("output_dir_read_only", read_only_folder, "train.py", tiny("OUTPUT_DIR", "{case}/ro/run1"),
          ["OUTPUT_DIR {case}/ro/run1 is not writable"], logged=False, skip=NOT_ROOT),
-    Case("test_output_dir_below_a_file", write_file("results", "not a folder"), "test.py",
+    Case("test_output_dir_below_a_file", with_weight(write_file("results", "not a folder")), "test.py",
          tiny("OUTPUT_DIR", "{case}/results/eval", *TEST_WEIGHT), ["{case}/results is a plain file"], logged=False),
     # --- checkpoints against configs, crafted checkpoints ------------------------------------------
     Case("resume_with_other_part_count", saved_run("MODEL.NUM_PARTS", "3", "INPUT.MASK_PREPROCESS", "three"),
