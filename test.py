@@ -1,12 +1,21 @@
 """Evaluate a checkpoint on the standard Occluded-Duke protocol or the TSD new benchmark.
 
-    python test.py --config_file configs/OCC_Duke/vit_base.yml TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
-    python test.py --config_file configs/Occ_Duke_new/vit_base.yml TEST.WEIGHT ...   # ALL / NPO / NTP
+    .venv/bin/python test.py TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth      # with the run's config.yaml
+    .venv/bin/python test.py TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth \
+        DATASETS.NAMES new_occ_duke TEST.NEW_METRIC True                               # ALL / NPO / NTP
+    .venv/bin/python test.py --config_file configs/OCC_Duke/vit_base.yml TEST.WEIGHT W.pth   # a checkpoint
+                                                                 # without config.yaml, e.g. of the original code
 
-Checkpoints of the reference implementation load as they are; no ImageNet weight file is needed.
-A weight file written by train.py has the run's config.yaml beside it: keys of the model that differ
-from the given config are named before any data is read.
-Prints a table and writes OUTPUT_DIR/results.json.
+Without ``--config_file`` the config is the ``config.yaml`` that train.py wrote beside ``TEST.WEIGHT``
+(model, data folder, device: everything as trained); ``KEY VALUE`` pairs override it. With
+``--config_file`` (a config of configs/, or a run's saved config.yaml) keys of the model that differ
+from the run that wrote ``TEST.WEIGHT`` are named before any data is read. A checkpoint written by the
+original TSD code loads as it is; no ImageNet weight file is needed. Runs in one process (no torchrun).
+
+Prints a table and writes ``results.json`` and ``test_log.txt`` to ``OUTPUT_DIR`` when the command line
+sets it, else, with the run's own config, to ``<run>/test_<DATASETS.NAMES>`` (``test_occ_duke``,
+``test_new_occ_duke``, ...; ``_rerank`` added with ``TEST.RE_RANKING``; tools/summarize_runs.py reads
+them), else to the config file's ``OUTPUT_DIR``.
 """
 from __future__ import annotations
 
@@ -16,13 +25,26 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from utils.cli import (check_device, check_output_dir, check_test_weight, config_argparser,  # noqa: E402
-                       load_eval_cfg, run_main)
+from utils.cli import (EVAL_CONFIG_HELP, check_device, check_output_dir, check_test_weight,  # noqa: E402
+                       config_argparser, eval_config_file, load_eval_cfg, run_config_beside, run_main)
+
+
+def results_dir(cfg, opts: list[str], config_file: str) -> str:
+    """Where results go: ``OUTPUT_DIR`` of the command line; with the run's own ``config.yaml``
+    (whose ``OUTPUT_DIR`` is the training run) ``<run>/test_<DATASETS.NAMES>[_rerank]``, one folder per
+    test set and protocol; else the config's ``OUTPUT_DIR`` (``logs/test`` when empty)."""
+    run_config = run_config_beside(cfg.TEST.WEIGHT) if cfg.TEST.WEIGHT else None
+    if "OUTPUT_DIR" in opts[0::2] or run_config is None or os.path.abspath(config_file) != os.path.abspath(run_config):
+        return cfg.OUTPUT_DIR or os.path.join("logs", "test")
+    name = f"test_{cfg.DATASETS.NAMES}" + ("_rerank" if cfg.TEST.RE_RANKING else "")
+    return os.path.join(os.path.dirname(cfg.TEST.WEIGHT), name)
 
 
 def main() -> int:
-    args = config_argparser("Evaluate a TSD checkpoint").parse_args()
-    cfg = load_eval_cfg(args.config_file, args.opts)
+    args = config_argparser("Evaluate a TSD checkpoint", config_required=False,
+                            config_help=EVAL_CONFIG_HELP).parse_args()
+    config_file = eval_config_file(args.config_file, args.opts)
+    cfg = load_eval_cfg(config_file, args.opts)
 
     from datasets import make_test_loader
     from model import make_model
@@ -31,13 +53,15 @@ def main() -> int:
     from utils.logger import setup_logger
     from utils.misc import apply_device_id, resolve_device
 
+    check_test_weight(cfg)
+    check_weight_config(cfg.TEST.WEIGHT, cfg)  # a config that does not fit the weights: the first thing to fix
     apply_device_id(cfg.MODEL.DEVICE_ID)  # before the first CUDA query
     check_device(cfg.MODEL.DEVICE)
-    output_dir = cfg.OUTPUT_DIR or "logs/test"
+    output_dir = results_dir(cfg, args.opts, config_file)
     check_output_dir(output_dir)
     logger = setup_logger(output_dir, "test_log.txt")
-    check_test_weight(cfg)
-    check_weight_config(cfg.TEST.WEIGHT, cfg)
+    logger.info(f"config {config_file}" + (" (the run's own)" if not args.config_file else "")
+                + (f", overrides {args.opts}" if args.opts else ""))
     device = resolve_device(cfg.MODEL.DEVICE)
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)
     model = make_model(cfg, num_classes, camera_num, view_num)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from ast import literal_eval
 from typing import Any, Iterable, Sequence
 
 import yaml
@@ -19,8 +20,8 @@ from utils.errors import ConfigError
 
 from .defaults import _C
 
-__all__ = ["get_cfg_defaults", "load_cfg", "cfg_from_args", "validate_cfg", "PART_GROUP_SIZES", "EVAL_IMAGE_LOADERS",
-           "TRUNCATED_IMAGE_POLICIES"]
+__all__ = ["get_cfg_defaults", "load_cfg", "cfg_from_args", "validate_cfg", "PART_GROUP_SIZES", "PART_KEYS",
+           "grouping_for_parts", "EVAL_IMAGE_LOADERS", "TRUNCATED_IMAGE_POLICIES"]
 
 BASE_KEY = "_BASE_"
 # Number of parts of each INPUT.MASK_PREPROCESS grouping (see datasets/masks.py).
@@ -29,6 +30,20 @@ PART_GROUP_SIZES = {"eight": 8, "five": 5, "three": 3, "one": 1}
 EVAL_IMAGE_LOADERS = ("auto", "pil", "cv2")
 # DATASETS.TRUNCATED_IMAGES: what a JPEG cut mid-stream does.
 TRUNCATED_IMAGE_POLICIES = ("error", "warn", "ignore")
+# The part count and the grouping that makes it: one fact in two keys. A config layer (a file of the
+# _BASE_ chain, then the command line) that sets one of them sets the other (see _couple_parts).
+PART_KEYS = ("MODEL.NUM_PARTS", "INPUT.MASK_PREPROCESS")
+
+
+def grouping_for_parts(num_parts: int) -> str | None:
+    """The ``INPUT.MASK_PREPROCESS`` grouping that makes ``num_parts`` parts, or None if none does."""
+    return next((g for g, n in PART_GROUP_SIZES.items() if n == num_parts), None)
+
+
+def _groupings_text() -> str:
+    """'8 (eight), 5 (five), 3 (three) or 1 (one)'."""
+    items = [f"{n} ({g})" for g, n in PART_GROUP_SIZES.items()]
+    return ", ".join(items[:-1]) + " or " + items[-1]
 
 
 def get_cfg_defaults() -> CN:
@@ -111,9 +126,38 @@ def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
     for b in bases:
         if not isinstance(b, str):
             raise ConfigError(f"config file {path}: _BASE_ must be a path or a list of paths, got {b!r}")
-        _deep_update(merged, _read_yaml(os.path.join(os.path.dirname(path), b), seen + (path,)))
+        layer = _read_yaml(os.path.join(os.path.dirname(path), b), seen + (path,))
+        _drop_coupled_part_key(merged, _set_keys(layer, PART_KEYS))
+        _deep_update(merged, layer)
+    _drop_coupled_part_key(merged, _set_keys(data, PART_KEYS))
     _deep_update(merged, data)
     return merged
+
+
+_MISSING = object()
+
+
+def _set_keys(data: dict, keys: Iterable[str]) -> set[str]:
+    """Those of the dotted ``keys`` that the nested dict ``data`` sets."""
+    found = set()
+    for key in keys:
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            found.add(key)
+    return found
+
+
+def _drop_coupled_part_key(earlier: dict, later_sets: set[str]) -> None:
+    """When a later layer sets one of :data:`PART_KEYS` alone, forget the earlier layers' value of the
+    other (it is derived again from the later one, see :func:`_couple_parts`)."""
+    if len(later_sets) != 1:
+        return
+    (other,) = set(PART_KEYS) - later_sets
+    section, key = other.split(".")
+    if isinstance(earlier.get(section), dict):
+        earlier[section].pop(key, None)
 
 
 def _deep_update(dst: dict, src: dict) -> None:
@@ -138,24 +182,96 @@ def _type_error(e: ValueError, where: str) -> ConfigError:
                        f"got {got} {value.strip()}")
 
 
+def _as_text(raw: Any) -> Any:
+    """The value of a string-typed key as written: yacs would read ``1`` or ``0,1`` (YAML or command
+    line) as a number or a tuple and refuse it (``MODEL.DEVICE_ID``). A quoted Python string
+    (``"('0')"``, ``"'0'"``, the reference's form) still gives its content; booleans and None are left
+    for the type check (YAML reads ``yes`` as True, so that is an error, not the text 'True')."""
+    if isinstance(raw, str):
+        try:
+            decoded = literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
+        return decoded if isinstance(decoded, str) else raw
+    if isinstance(raw, bool) or raw is None:
+        return raw
+    if isinstance(raw, (int, float)):
+        return str(raw)
+    if isinstance(raw, (list, tuple)) and all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in raw):
+        return ",".join(str(x) for x in raw)
+    return raw
+
+
+def _pop_text_values(data: dict, node: CN, prefix: str = "") -> list[tuple[str, Any]]:
+    """Remove from ``data`` the values of string-typed keys whose text yacs would misread, and return
+    them as ``(dotted key, text)`` to be set after the yacs merge (which decodes every string)."""
+    out = []
+    for k in list(data):
+        if isinstance(node[k], CN):
+            out += _pop_text_values(data[k], node[k], f"{prefix}{k}.")
+        elif isinstance(node[k], str):
+            text = _as_text(data[k])
+            if isinstance(text, str):
+                del data[k]
+                out.append((f"{prefix}{k}", text))
+    return out
+
+
+def _set(cfg: CN, key: str, value: Any) -> None:
+    node = cfg
+    *sections, leaf = key.split(".")
+    for part in sections:
+        node = node[part]
+    node[leaf] = value
+
+
 def _merge(cfg: CN, data: dict, where: str) -> None:
     _check_keys(data, cfg, where)
+    texts = _pop_text_values(data, cfg)
     try:
         cfg.merge_from_other_cfg(CN(data))
     except ValueError as e:
         raise _type_error(e, where) from e
+    for key, text in texts:
+        _set(cfg, key, text)
+
+
+def _couple_parts(cfg: CN, given: set[str], where: str) -> None:
+    """Complete :data:`PART_KEYS` when the config layers set only one of them.
+
+    ``given`` are the keys set by the layers after :func:`_drop_coupled_part_key`: the latest layer
+    that set either key decides. ``MODEL.NUM_PARTS 3`` alone gives ``INPUT.MASK_PREPROCESS three``,
+    ``INPUT.MASK_PREPROCESS eight`` alone ``MODEL.NUM_PARTS 8``. A grouping name that does not exist is
+    left to :func:`validate_cfg`, which names the valid ones.
+
+    Raises:
+        ConfigError: ``MODEL.NUM_PARTS`` given alone with a count no grouping makes.
+    """
+    if given == {"MODEL.NUM_PARTS"}:
+        grouping = grouping_for_parts(cfg.MODEL.NUM_PARTS)
+        if grouping is None:
+            raise ConfigError(f"MODEL.NUM_PARTS {cfg.MODEL.NUM_PARTS} in {where}: no INPUT.MASK_PREPROCESS grouping "
+                              f"makes {cfg.MODEL.NUM_PARTS} parts; use {_groupings_text()}")
+        cfg.INPUT.MASK_PREPROCESS = grouping
+    elif given == {"INPUT.MASK_PREPROCESS"} and cfg.INPUT.MASK_PREPROCESS in PART_GROUP_SIZES:
+        cfg.MODEL.NUM_PARTS = PART_GROUP_SIZES[cfg.INPUT.MASK_PREPROCESS]
 
 
 def load_cfg(config_file: str | None = None, opts: Sequence[str] | None = None, freeze: bool = True) -> CN:
     """Build a config: defaults, then ``config_file`` (with ``_BASE_`` chain), then ``KEY VALUE`` pairs."""
     cfg = get_cfg_defaults()
-    if config_file:
-        _merge(cfg, _read_yaml(config_file), config_file)
+    data = _read_yaml(config_file) if config_file else {}
+    opts = list(opts or [])
+    if len(opts) % 2:
+        raise ConfigError(f"command-line overrides must come in KEY VALUE pairs, got {len(opts)} items: {opts}")
+    cli_parts = set(opts[0::2]) & set(PART_KEYS)
+    _drop_coupled_part_key(data, cli_parts)
+    given, where = _set_keys(data, PART_KEYS) | cli_parts, "the command line" if cli_parts else config_file
+    if data:
+        _merge(cfg, data, config_file)
     if opts:
-        opts = list(opts)
-        if len(opts) % 2:
-            raise ConfigError(f"command-line overrides must come in KEY VALUE pairs, got {len(opts)} items: {opts}")
-        for key in opts[0::2]:
+        texts, rest = [], []
+        for key, value in zip(opts[0::2], opts[1::2]):
             node = cfg
             for part in key.split("."):
                 if not isinstance(node, CN) or part not in node:
@@ -163,10 +279,18 @@ def load_cfg(config_file: str | None = None, opts: Sequence[str] | None = None, 
                 node = node[part]
             if isinstance(node, CN):
                 raise ConfigError(f"'{key}' on the command line is a section, not a key")
+            text = _as_text(value) if isinstance(node, str) else None
+            if isinstance(text, str):  # the text as typed, see _as_text (e.g. MODEL.DEVICE_ID 0,1)
+                texts.append((key, text))
+            else:
+                rest += [key, value]
         try:
-            cfg.merge_from_list(opts)
+            cfg.merge_from_list(rest)
         except ValueError as e:
             raise _type_error(e, "the command line") from e
+        for key, text in texts:
+            _set(cfg, key, text)
+    _couple_parts(cfg, given, where)
     validate_cfg(cfg)
     if freeze:
         cfg.freeze()
@@ -190,10 +314,16 @@ def validate_cfg(cfg: CN) -> None:
     _choice(cfg, "INPUT.MASK_PREPROCESS", PART_GROUP_SIZES)
     expected = PART_GROUP_SIZES[cfg.INPUT.MASK_PREPROCESS]
     if cfg.MODEL.NUM_PARTS != expected:
+        grouping = grouping_for_parts(cfg.MODEL.NUM_PARTS)
+        fix = (f"INPUT.MASK_PREPROCESS {grouping} for {cfg.MODEL.NUM_PARTS} parts, or " if grouping else "")
         raise ConfigError(
             f"MODEL.NUM_PARTS is {cfg.MODEL.NUM_PARTS} but INPUT.MASK_PREPROCESS "
-            f"'{cfg.INPUT.MASK_PREPROCESS}' makes {expected} parts; set MODEL.NUM_PARTS {expected}"
+            f"'{cfg.INPUT.MASK_PREPROCESS}' makes {expected} parts; set {fix}MODEL.NUM_PARTS {expected} "
+            f"(giving one of the two keys alone sets the other)"
         )
+    if cfg.MODEL.DEVICE_ID and not _DEVICE_IDS.fullmatch(cfg.MODEL.DEVICE_ID):
+        raise ConfigError(f"MODEL.DEVICE_ID must be GPU indices separated by commas, as CUDA_VISIBLE_DEVICES takes "
+                          f"them (0, 1 or 0,1), got {cfg.MODEL.DEVICE_ID!r}")
     _choice(cfg, "MODEL.ARCH", ["tsd", "vit"])
     _choice(cfg, "MODEL.PRETRAIN_CHOICE", ["imagenet", "self", "none"])
     _choice(cfg, "MODEL.ID_LOSS_TYPE", ["softmax"])
@@ -205,7 +335,8 @@ def validate_cfg(cfg: CN) -> None:
     _choice(cfg, "TEST.IMAGE_LOADER", EVAL_IMAGE_LOADERS)
     _choice(cfg, "DATASETS.TRUNCATED_IMAGES", TRUNCATED_IMAGE_POLICIES)
     if cfg.MODEL.WITH_DIVERSE_LOSS and cfg.MODEL.NUM_PARTS < 2:
-        raise ConfigError("MODEL.WITH_DIVERSE_LOSS needs at least 2 parts; use MASK_PREPROCESS five/three/eight")
+        raise ConfigError("MODEL.WITH_DIVERSE_LOSS pushes parts apart and needs at least 2; add "
+                          "MODEL.WITH_DIVERSE_LOSS False for one part, or use MODEL.NUM_PARTS 3, 5 or 8")
     if cfg.DATALOADER.SAMPLER != "softmax" and cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE:
         raise ConfigError(
             f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
@@ -221,6 +352,10 @@ def validate_cfg(cfg: CN) -> None:
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
             raise ConfigError(f"{key} must be {bounds}, got {v} ({why})")
+
+
+# CUDA_VISIBLE_DEVICES entries: indices, or GPU-/MIG- UUIDs.
+_DEVICE_IDS = re.compile(r"[\w-]+(,[\w-]+)*")
 
 
 def _get(cfg: CN, key: str) -> Any:

@@ -17,7 +17,8 @@ _C.MODEL = CN()
 # 'cuda' or 'cpu'. train.py / test.py refuse 'cuda' when no GPU is visible (a GPU run silently on the
 # CPU would take days); the tools fall back to the CPU with a warning.
 _C.MODEL.DEVICE = "cuda"
-# Exported as CUDA_VISIBLE_DEVICES before CUDA is initialised (single-process runs only).
+# GPUs to use, exported as CUDA_VISIBLE_DEVICES before CUDA is initialised (single-process runs only;
+# under torchrun set CUDA_VISIBLE_DEVICES yourself). Written as 1, 0,1 or '0' (YAML or command line).
 _C.MODEL.DEVICE_ID = "0"
 # Prefix of the periodic checkpoints: OUTPUT_DIR/{NAME}_{epoch}.pth
 _C.MODEL.NAME = "transformer"
@@ -37,7 +38,9 @@ _C.MODEL.ATT_DROP_RATE = 0.0
 _C.MODEL.SIE_CAMERA = False
 _C.MODEL.SIE_VIEW = False
 _C.MODEL.SIE_COE = 3.0
-# Number of body parts P; must equal the number of groups of INPUT.MASK_PREPROCESS.
+# Number of body parts P: the number of groups of INPUT.MASK_PREPROCESS (8 eight, 5 five, 3 three,
+# 1 one). Give either key alone and the other follows (the later config layer decides: the command line
+# over the file over its _BASE_); both given must agree.
 _C.MODEL.NUM_PARTS = 5
 # Foreground-pooled head (ID loss only).
 _C.MODEL.WITH_FORE_HEAD = False
@@ -60,7 +63,8 @@ _C.MODEL.MASK_LOSS_WEIGHT = 1.0
 _C.MODEL.VISIBILITY_LOSS_WEIGHT = 1.0  # (new)
 _C.MODEL.DISTILL_LOSS_WEIGHT = 1.0  # (new)
 _C.MODEL.DIVERSE_LOSS_WEIGHT = 1.0  # (new)
-# (new) The reference's 'eight' diversity weighting averages per row of a reshaped view (bug 9.9).
+# (new) The original code's 'eight' diversity weighting averages per row of a reshaped view, not over
+# all allowed part pairs (reproduced by default).
 # True: the exact weighted mean over all allowed part pairs instead.
 _C.MODEL.DIVERSE_EXACT_MEAN = False
 
@@ -75,13 +79,13 @@ _C.INPUT.RE_PROB = 0.5  # paired random erasing
 _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
 _C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
 _C.INPUT.PADDING = 10
-# Part grouping of the 36 PifPaf channels: 'eight', 'five', 'three', 'one'.
+# Part grouping of the 36 PifPaf channels: 'eight', 'five', 'three', 'one' (sets MODEL.NUM_PARTS).
 _C.INPUT.MASK_PREPROCESS = "five"
 # (new) Background = max part confidence below this; then softmax(weight x masks) over channels.
 _C.INPUT.MASK_BG_THRESHOLD = 0.3
 _C.INPUT.MASK_SOFTMAX_WEIGHT = 15.0
-# (new) The reference flips masks without swapping left/right channels (bug 9.10, label noise for
-# 'eight'). True swaps the left/right part groups on flip.
+# (new) The original code flips masks without swapping left/right channels (label noise for 'eight':
+# a flipped left arm stays labelled left). True swaps the left/right part groups on flip.
 _C.INPUT.FLIP_SWAP_LR = False
 # (new) Augment whole batches on the training device after the transfer (flip, pad-crop, normalise,
 # erasing, mask background + softmax; datasets/batch_transforms.py) instead of per sample in the loader
@@ -169,7 +173,8 @@ _C.SOLVER.TENSORBOARD = False
 _C.TEST = CN()
 _C.TEST.IMS_PER_BATCH = 128
 _C.TEST.WEIGHT = ""
-# 'yes': L2-normalise every token feature before the distance (the reference always does, bug 9.3).
+# 'yes': L2-normalise every token feature before the distance; 'no' does not (the original code
+# normalises whatever this says).
 _C.TEST.FEAT_NORM = "yes"
 # (new) The evaluation's image path; the reference has two (bug 9.12). 'pil': PIL decode, torchvision
 # Resize on the PIL image (PIL bilinear, filtering when it shrinks), ToTensor, Normalize -- its test_tsd.py,

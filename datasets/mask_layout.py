@@ -70,8 +70,8 @@ MASK_SUBDIR = os.path.join("masks", "pifpaf_maskrcnn_filtering")
 MASK_SOURCE_HINT = (
     "the masks are bpbreid's 'PifPaf confidence fields filtered with Mask R-CNN' (download link in the "
     "README of github.com/VlSomers/bpbreid); `make masks` makes them for your own images with a pose model "
-    "(README: 'Part masks for your own data'); `python tools/make_synthetic_data.py` makes a synthetic data set "
-    "with masks"
+    "(README: 'Part masks for your own data'); `.venv/bin/python tools/make_synthetic_data.py` makes a "
+    "synthetic data set with masks"
 )
 
 

@@ -10,7 +10,7 @@ from typing import Mapping
 
 import torch
 
-from config import PART_GROUP_SIZES
+from config import grouping_for_parts
 from utils.errors import CheckpointError
 
 from .backbones.vit_pytorch import BACKBONES
@@ -91,7 +91,7 @@ def _config_hints(own: Mapping[str, torch.Tensor], ckpt: Mapping[str, torch.Tens
         hints.append("it is a ViT-baseline checkpoint: set MODEL.ARCH vit")
     elif q in own and ckpt[q].shape[0] != own[q].shape[0]:
         parts = ckpt[q].shape[0] - 1
-        grouping = {n: g for g, n in PART_GROUP_SIZES.items()}.get(parts)
+        grouping = grouping_for_parts(parts)
         fix = f"MODEL.NUM_PARTS {parts}" + (f" INPUT.MASK_PREPROCESS {grouping}" if grouping else "")
         hints.append(
             f"it has {parts}-part decoder tensors ({q} {_shape(ckpt[q])}) but the model has NUM_PARTS "

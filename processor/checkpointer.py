@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from utils import comm
-from utils.cli import ALLOW_CONFIG_CHANGE_FLAG, OVERWRITE_FLAG
+from utils.cli import ALLOW_CONFIG_CHANGE_FLAG, CONFIG_FILE, OVERWRITE_FLAG, run_config_beside
 from utils.errors import CheckpointError
 from utils.logger import get_logger
 
@@ -217,23 +217,22 @@ def check_weight_config(weight: str, cfg) -> None:
     Raises:
         CheckpointError: naming the differing keys and the ``KEY VALUE`` pairs that fix them.
     """
-    saved_path = os.path.join(os.path.dirname(os.path.abspath(weight)), CONFIG_FILE)
-    if not os.path.isfile(saved_path):
+    saved_path = run_config_beside(weight)
+    if saved_path is None:
         return
     with open(saved_path) as f:
         diff = config_diff(f.read(), cfg, MODEL_KEYS)
     if diff:
         fix = " ".join(f"{k} {_cli_value(a)}" for k, a, _ in diff)
         raise CheckpointError(f"TEST.WEIGHT {weight} was trained with another config ({saved_path}): "
-                              f"{format_diff(diff)}; add {fix} to the command line")
+                              f"{format_diff(diff)}; add {fix} to the command line, or leave out --config_file "
+                              f"to evaluate with that config.yaml")
 
 
 def _cli_value(v: Any) -> str:
     return f"'{list(v)}'" if isinstance(v, (list, tuple)) else str(v)
 
 
-# The run's config in OUTPUT_DIR, beside its weight files.
-CONFIG_FILE = "config.yaml"
 # Held (flock) by the training process that writes an OUTPUT_DIR, for as long as it runs.
 LOCK_FILE = ".train.lock"
 

@@ -57,7 +57,7 @@ def _require(*modules: str):
         return [importlib.import_module(m) for m in modules]
     except ImportError as e:
         raise ExportError(f"{e.name} is not installed; ONNX export and onnxruntime inference need the optional "
-                          "packages: pip install -r requirements-export.txt") from e
+                          "packages: .venv/bin/pip install -r requirements-export.txt") from e
 
 
 class EvalModel(nn.Module):

@@ -401,9 +401,12 @@ CASES = [
          ["unknown config key 'SOLVER.BASE_LRR'", "did you mean 'SOLVER.BASE_LR'?"], logged=False),
     Case("config_value_wrong_type", nothing, "train.py", tiny("SOLVER.MAX_EPOCHS", "ten"),
          ["SOLVER.MAX_EPOCHS", "expects type int", "ten"], logged=False),
-    Case("config_parts_inconsistent", nothing, "train.py", tiny("MODEL.NUM_PARTS", "8"),
-         ["MODEL.NUM_PARTS is 8 but INPUT.MASK_PREPROCESS 'five' makes 5 parts", "set MODEL.NUM_PARTS 5"],
-         logged=False),
+    Case("config_parts_inconsistent", nothing, "train.py", tiny("MODEL.NUM_PARTS", "8", "INPUT.MASK_PREPROCESS", "five"),
+         ["MODEL.NUM_PARTS is 8 but INPUT.MASK_PREPROCESS 'five' makes 5 parts",
+          "set INPUT.MASK_PREPROCESS eight for 8 parts, or MODEL.NUM_PARTS 5"], logged=False),
+    Case("config_part_count_without_grouping", nothing, "train.py", tiny("MODEL.NUM_PARTS", "4"),
+         ["MODEL.NUM_PARTS 4 in the command line: no INPUT.MASK_PREPROCESS grouping makes 4 parts",
+          "use 8 (eight), 5 (five), 3 (three) or 1 (one)"], logged=False),
     Case("config_batch_not_multiple_of_k", nothing, "train.py", tiny("SOLVER.IMS_PER_BATCH", "18"),
          ["SOLVER.IMS_PER_BATCH (18) must be a multiple of DATALOADER.NUM_INSTANCE (4)"], logged=False),
     Case("config_file_missing", nothing, "train.py", ["--config_file", "{case}/nope.yml"],
@@ -438,10 +441,11 @@ CASES = [
     # --- command line ---------------------------------------------------------------------------
     Case("cli_config_file_not_given", nothing, "train.py", ["SOLVER.BASE_LR", "0.1"],
          ["--config_file", "usage:"], logged=False),
+    # test.py checks TEST.WEIGHT (and the config.yaml beside it) with the config, before its log file exists.
     Case("cli_test_weight_not_given", nothing, "test.py", tiny(),
-         ["no checkpoint given", "add TEST.WEIGHT"]),
+         ["no checkpoint given", "add TEST.WEIGHT"], logged=False),
     Case("cli_test_weight_not_found", nothing, "test.py", tiny("TEST.WEIGHT", "{case}/transformer_90.pth"),
-         ["TEST.WEIGHT {case}/transformer_90.pth does not exist"]),
+         ["TEST.WEIGHT {case}/transformer_90.pth does not exist"], logged=False),
     # --- mask files: every header before the first step, values when read, never pickle ----------
     Case("masks_with_nan", every_mask(with_nan), "train.py", tiny(),
          ["mask file {data}/Occluded_Duke/masks/pifpaf_maskrcnn_filtering/bounding_box_train/", "has NaN in 1 of",
@@ -492,7 +496,8 @@ CASES = [
          ["identities but a batch needs 32", "lower SOLVER.IMS_PER_BATCH"]),
     Case("config_cuda_without_gpu", nothing, "train.py", tiny("MODEL.DEVICE", "cuda"),
          ["MODEL.DEVICE is 'cuda' but torch sees no GPU", "add MODEL.DEVICE cpu"], logged=False, skip=NO_GPU),
-    Case("test_cuda_without_gpu", nothing, "test.py", tiny("MODEL.DEVICE", "cuda", *TEST_WEIGHT),
+    # (test.py checks TEST.WEIGHT first: the case needs a real weight file to reach the device check)
+    Case("test_cuda_without_gpu", with_weight(nothing), "test.py", tiny("MODEL.DEVICE", "cuda", *TEST_WEIGHT),
          ["MODEL.DEVICE is 'cuda' but torch sees no GPU"], logged=False, skip=NO_GPU),
     # --- places ------------------------------------------------------------------------------------
     Case("output_dir_below_a_file", write_file("results", "not a folder"), "train.py",
@@ -502,7 +507,7 @@ CASES = [
          ["OUTPUT_DIR /sys/tsd_output is not writable", "choose another OUTPUT_DIR"], logged=False),
     Case("output_dir_read_only", read_only_folder, "train.py", tiny("OUTPUT_DIR", "{case}/ro/run1"),
          ["OUTPUT_DIR {case}/ro/run1 is not writable"], logged=False, skip=NOT_ROOT),
-    Case("test_output_dir_below_a_file", write_file("results", "not a folder"), "test.py",
+    Case("test_output_dir_below_a_file", with_weight(write_file("results", "not a folder")), "test.py",
          tiny("OUTPUT_DIR", "{case}/results/eval", *TEST_WEIGHT), ["{case}/results is a plain file"], logged=False),
     # --- checkpoints against configs, crafted checkpoints ------------------------------------------
     Case("resume_with_other_part_count", saved_run("MODEL.NUM_PARTS", "3", "INPUT.MASK_PREPROCESS", "three"),
@@ -520,9 +525,11 @@ CASES = [
                                                         config_only=True),
          "test.py", tiny(*TEST_WEIGHT),
          ["TEST.WEIGHT {case}/" + WEIGHT + " was trained with another config ({case}/config.yaml)",
-          "MODEL.NUM_PARTS 3 (now 5)", "add MODEL.NUM_PARTS 3 INPUT.MASK_PREPROCESS three to the command line"]),
+          "MODEL.NUM_PARTS 3 (now 5)", "add MODEL.NUM_PARTS 3 INPUT.MASK_PREPROCESS three to the command line",
+          "or leave out --config_file to evaluate with that config.yaml"], logged=False),
     Case("test_weight_from_other_stride", saved_run("MODEL.STRIDE_SIZE", "[12, 12]", config_only=True), "test.py",
-         tiny(*TEST_WEIGHT), ["MODEL.STRIDE_SIZE [12, 12] (now [16, 16])", "add MODEL.STRIDE_SIZE '[12, 12]'"]),
+         tiny(*TEST_WEIGHT), ["MODEL.STRIDE_SIZE [12, 12] (now [16, 16])", "add MODEL.STRIDE_SIZE '[12, 12]'"],
+         logged=False),
     Case("test_weight_with_code_payload", payload_checkpoint(WEIGHT, as_state=False), "test.py", tiny(*TEST_WEIGHT),
          ["checkpoint {case}/" + WEIGHT]),
 ]

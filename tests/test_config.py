@@ -49,7 +49,12 @@ def test_new_benchmark_config_inherits_paper_settings():
     (["MODEL.NUM_PART", "5"], "did you mean 'MODEL.NUM_PARTS'"),
     (["SOLVER.MAX_EPOCHS", "abc"], "SOLVER.MAX_EPOCHS"),
     (["SOLVER.MAX_EPOCHS"], "KEY VALUE pairs"),
-    (["MODEL.NUM_PARTS", "8"], "set MODEL.NUM_PARTS 5"),
+    (["MODEL.NUM_PARTS", "8", "INPUT.MASK_PREPROCESS", "five"],
+     "set INPUT.MASK_PREPROCESS eight for 8 parts, or MODEL.NUM_PARTS 5"),
+    (["MODEL.NUM_PARTS", "4"], "MODEL.NUM_PARTS 4 in the command line: no INPUT.MASK_PREPROCESS grouping makes 4 parts; "
+                               "use 8 (eight), 5 (five), 3 (three) or 1 (one)"),
+    (["MODEL.NUM_PARTS", "1", "MODEL.WITH_DIVERSE_LOSS", "True"], "add MODEL.WITH_DIVERSE_LOSS False for one part"),
+    (["MODEL.DEVICE_ID", "0 1"], "MODEL.DEVICE_ID must be GPU indices separated by commas"),
     (["MODEL.ARCH", "resnet"], "MODEL.ARCH must be one of"),
 ])
 def test_bad_overrides_are_one_clear_line(opts, needle):
@@ -78,3 +83,119 @@ def test_defaults_are_reference_defaults():
     c = get_cfg_defaults()
     assert c.MODEL.NUM_PARTS == 5 and c.INPUT.MASK_PREPROCESS == "five" and c.MODEL.SIE_COE == 3.0
     assert c.SOLVER.WARMUP_FACTOR == 0.01 and c.SOLVER.MIN_LR_FACTOR == 0.002 and c.MODEL.MASK_LOSS_WEIGHT == 1.0
+
+
+@pytest.mark.parametrize("written,want", [("1", "1"), ("0,1", "0,1"), ("'0'", "0"), ("\"('0')\"", "0"), ("[0, 1]", "0,1"),
+                                          ("GPU-5e0c1a2b", "GPU-5e0c1a2b")])
+def test_device_id_from_yaml_in_every_written_form(tmp_path, written, want):
+    """yacs decodes every string as a Python literal: '0' came back as the int 0 and was refused."""
+    f = tmp_path / "c.yml"
+    f.write_text(f"MODEL:\n  DEVICE_ID: {written}\n")
+    assert load_cfg(str(f)).MODEL.DEVICE_ID == want
+
+
+@pytest.mark.parametrize("typed,want", [("1", "1"), ("0,1", "0,1"), ("'0'", "0"), ("('0')", "0"), ("2", "2")])
+def test_device_id_from_the_command_line_and_back_from_a_saved_config(tmp_path, typed, want):
+    cfg = load_cfg(os.path.join(REPO, "configs/OCC_Duke/vit_base.yml"), ["MODEL.DEVICE_ID", typed])
+    assert cfg.MODEL.DEVICE_ID == want
+    saved = tmp_path / "config.yaml"  # what train.py writes into OUTPUT_DIR
+    saved.write_text(cfg.dump())
+    assert load_cfg(str(saved)).MODEL.DEVICE_ID == want
+    assert load_cfg(str(saved)) == cfg
+
+
+def test_a_saved_config_loads_back_unchanged(tmp_path):
+    """Every shipped config survives train.py's dump: the run's config.yaml is what test.py reads."""
+    for path in sorted(glob.glob(os.path.join(REPO, "configs", "*", "*.yml"))):
+        cfg = load_cfg(path)
+        saved = tmp_path / "config.yaml"
+        saved.write_text(cfg.dump())
+        assert load_cfg(str(saved)) == cfg, path
+
+
+def test_string_keys_keep_numbers_as_text():
+    cfg = load_cfg(None, ["OUTPUT_DIR", "2024", "MODEL.NAME", "7"])
+    assert (cfg.OUTPUT_DIR, cfg.MODEL.NAME) == ("2024", "7")
+    with pytest.raises(ConfigError, match="TEST.FEAT_NORM must be one of"):
+        load_cfg(None, ["TEST.FEAT_NORM", "1"])
+
+
+def _yaml(path, text: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+BOTH_FIVE = "MODEL:\n  NUM_PARTS: 5\nINPUT:\n  MASK_PREPROCESS: five\n"
+
+
+@pytest.mark.parametrize("opts,want", [
+    (["MODEL.NUM_PARTS", "3"], (3, "three")),
+    (["MODEL.NUM_PARTS", "8"], (8, "eight")),
+    (["MODEL.NUM_PARTS", "5"], (5, "five")),
+    (["MODEL.NUM_PARTS", "1"], (1, "one")),
+    (["INPUT.MASK_PREPROCESS", "three"], (3, "three")),
+    (["INPUT.MASK_PREPROCESS", "eight"], (8, "eight")),
+    (["INPUT.MASK_PREPROCESS", "one"], (1, "one")),
+    (["MODEL.NUM_PARTS", "3", "INPUT.MASK_PREPROCESS", "three"], (3, "three")),
+    ([], (5, "five")),
+])
+def test_one_part_key_sets_the_other(opts, want):
+    cfg = load_cfg(None, opts)
+    assert (cfg.MODEL.NUM_PARTS, cfg.INPUT.MASK_PREPROCESS) == want
+
+
+def test_part_keys_the_latest_layer_decides(tmp_path):
+    """Command line over the file over its _BASE_ chain: a layer that sets one of MODEL.NUM_PARTS /
+    INPUT.MASK_PREPROCESS replaces both; a layer that sets neither leaves the earlier pair."""
+    paper = os.path.join(REPO, "configs/OCC_Duke/vit_base.yml")  # sets both (5, five)
+    parts = lambda cfg: (cfg.MODEL.NUM_PARTS, cfg.INPUT.MASK_PREPROCESS)  # noqa: E731
+    # the command line over a file that sets both
+    assert parts(load_cfg(paper, ["MODEL.NUM_PARTS", "3"])) == (3, "three")
+    assert parts(load_cfg(paper, ["INPUT.MASK_PREPROCESS", "eight"])) == (8, "eight")
+    # a file over its _BASE_ that sets both
+    base = _yaml(tmp_path / "base.yml", BOTH_FIVE)
+    only_grouping = _yaml(tmp_path / "eight.yml", "_BASE_: base.yml\nINPUT:\n  MASK_PREPROCESS: eight\n")
+    only_count = _yaml(tmp_path / "three.yml", "_BASE_: base.yml\nMODEL:\n  NUM_PARTS: 3\n")
+    assert parts(load_cfg(only_grouping)) == (8, "eight")
+    assert parts(load_cfg(only_count)) == (3, "three")
+    # ... and the command line over both
+    assert parts(load_cfg(only_count, ["INPUT.MASK_PREPROCESS", "eight"])) == (8, "eight")
+    assert parts(load_cfg(only_grouping, ["MODEL.NUM_PARTS", "1", "MODEL.WITH_DIVERSE_LOSS", "False"])) == (1, "one")
+    # a file that sets neither keeps its base's pair; one that sets only one over a base that set only the other
+    neither = _yaml(tmp_path / "neither.yml", "_BASE_: three.yml\nSOLVER:\n  BASE_LR: 0.1\n")
+    assert parts(load_cfg(neither)) == (3, "three")
+    count_base = _yaml(tmp_path / "count_only.yml", "MODEL:\n  NUM_PARTS: 8\n")
+    grouping_child = _yaml(tmp_path / "grouping_child.yml", "_BASE_: count_only.yml\nINPUT:\n  MASK_PREPROCESS: three\n")
+    assert parts(load_cfg(count_base)) == (8, "eight")
+    assert parts(load_cfg(grouping_child)) == (3, "three")
+    # several bases: the later base decides, the file itself after them
+    two = _yaml(tmp_path / "two.yml", "_BASE_: [eight.yml, count_only.yml]\n")
+    assert parts(load_cfg(two)) == (8, "eight")
+    three_last = _yaml(tmp_path / "three_last.yml", "_BASE_: [eight.yml, three.yml]\n")
+    assert parts(load_cfg(three_last)) == (3, "three")
+    # the shipped ablations, and a run's saved config.yaml with a one-key override
+    assert parts(load_cfg(os.path.join(REPO, "configs/OCC_Duke/vit_base_three.yml"))) == (3, "three")
+    saved = _yaml(tmp_path / "run" / "config.yaml", load_cfg(paper).dump())
+    assert parts(load_cfg(saved, ["MODEL.NUM_PARTS", "8"])) == (8, "eight")
+
+
+def test_part_keys_that_disagree_in_one_layer_name_the_fix(tmp_path):
+    bad = _yaml(tmp_path / "bad.yml", "MODEL:\n  NUM_PARTS: 8\nINPUT:\n  MASK_PREPROCESS: five\n")
+    with pytest.raises(ConfigError, match=r"MODEL.NUM_PARTS is 8 but INPUT.MASK_PREPROCESS 'five' makes 5 parts; "
+                                          r"set INPUT.MASK_PREPROCESS eight for 8 parts, or MODEL.NUM_PARTS 5"):
+        load_cfg(bad)
+    # a later layer that sets one key fixes it; the file's own NUM_PARTS 4 alone names the counts
+    assert load_cfg(bad, ["MODEL.NUM_PARTS", "5"]).INPUT.MASK_PREPROCESS == "five"
+    four = _yaml(tmp_path / "four.yml", "_BASE_: bad.yml\nMODEL:\n  NUM_PARTS: 4\n")
+    with pytest.raises(ConfigError, match=rf"MODEL.NUM_PARTS 4 in {four}: no INPUT.MASK_PREPROCESS grouping makes 4"):
+        load_cfg(four)
+    with pytest.raises(ConfigError, match="INPUT.MASK_PREPROCESS must be one of"):
+        load_cfg(None, ["INPUT.MASK_PREPROCESS", "six"])
+
+
+def test_part_group_sizes_match_the_groupings():
+    """config cannot import datasets (a layer up): its sizes must equal the groupings' lengths."""
+    from datasets.masks import PART_GROUPINGS
+
+    assert {g: len(parts) for g, parts in PART_GROUPINGS.items()} == PART_GROUP_SIZES

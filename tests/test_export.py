@@ -10,7 +10,7 @@ import pytest
 import torch
 
 for _module in ("onnx", "onnxruntime", "onnxscript"):
-    pytest.importorskip(_module, reason=f"{_module} is an optional dependency: pip install -r requirements-export.txt")
+    pytest.importorskip(_module, reason=f"{_module} is an optional dependency: .venv/bin/pip install -r requirements-export.txt")
 
 from config import load_cfg  # noqa: E402
 from datasets import build_dataset  # noqa: E402
@@ -115,7 +115,7 @@ def test_onnx_user_errors(exported, images, synthetic_root, tmp_path):
     garbage.write_text("not a model")
     with pytest.raises(ExportError, match="garbage.onnx cannot be loaded by onnxruntime"):
         extract_tool.main(args + ["--onnx", str(garbage)])
-    with pytest.raises(ExportError, match="no_such_package_xyz is not installed.*requirements-export.txt"):
+    with pytest.raises(ExportError, match=r"no_such_package_xyz is not installed.*: \.venv/bin/pip install -r requirements-export.txt"):
         _require("no_such_package_xyz")
 
 

@@ -76,9 +76,9 @@ def test_the_scripts_run_the_references_commands(checkout, tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         train, test = calls.read_text().splitlines()
         assert train == (f"train.py --config_file configs/OCC_Duke/vit_base.yml INPUT.MASK_PREPROCESS {parts} "
-                         f"MODEL.NUM_PARTS {n} SOLVER.BASE_LR 0.004 MODEL.DEVICE_ID ('0') MODEL.WITH_FORE_HEAD True "
+                         f"MODEL.NUM_PARTS {n} SOLVER.BASE_LR 0.004 MODEL.DEVICE_ID 0 MODEL.WITH_FORE_HEAD True "
                          f"MODEL.WITH_DIVERSE_LOSS True {weights} OUTPUT_DIR logs/occ_duke/{out}")
         assert test == (f"test.py --config_file configs/OCC_Duke/vit_base.yml TEST.WEIGHT "
                         f"logs/occ_duke/{out}/transformer_{epoch}.pth INPUT.MASK_PREPROCESS {parts} MODEL.NUM_PARTS {n} "
-                        f"MODEL.DEVICE_ID ('0') MODEL.WITH_FORE_HEAD True DATASETS.NAMES new_occ_duke "
+                        f"MODEL.DEVICE_ID 0 MODEL.WITH_FORE_HEAD True DATASETS.NAMES new_occ_duke "
                         f"TEST.NEW_METRIC True OUTPUT_DIR logs/occ_duke/{out}")

@@ -170,3 +170,88 @@ def test_script_prints_one_error_line(fake_runs, tmp_path):
     assert r.stderr.strip().splitlines() == [
         f"error: {fake_runs['empty']} is not a run folder: it has no config.yaml, train_log.txt, val_results.json "
         "or results.json; pass OUTPUT_DIRs of train.py / test.py"]
+
+
+def seeded_run(root, name: str, arch: str, seed: int, val_map: float, tests: dict | None = None) -> str:
+    """A finished run folder: config.yaml, val_results.json (epochs 25 and 50) and test.py sub-folders
+    ``{folder: (new_metric, re_ranking, results)}``."""
+    run = root / name
+    cfg = {"MODEL": {"ARCH": arch, "NUM_PARTS": 5}, "SOLVER": {"SEED": seed, "MAX_EPOCHS": 50}, "OUTPUT_DIR": str(run)}
+    write(run / "config.yaml", yaml.safe_dump(cfg))
+    write(run / "val_results.json", json.dumps({"25": {"ALL": result(0.1, val_map - 0.05, 0.05)},
+                                                "50": {"ALL": result(0.2, val_map, 0.1)}}))
+    for folder, (new, rerank, results) in (tests or {}).items():
+        write(run / folder / "results.json", json.dumps({"new_metric": new, "re_ranking": rerank, "results": results}))
+    return str(run)
+
+
+def test_several_folders_skip_those_that_are_not_runs(fake_runs, tmp_path, capsys):
+    """`summarize_runs.py logs/demo/*` meets the data cache, the summary folder itself and stray files."""
+    cache = tmp_path / "data_cache" / "occ_duke_0123"
+    cache.mkdir(parents=True)
+    (cache / "meta.json").write_text("{}")
+    stray = tmp_path / "notes.txt"
+    stray.write_text("x")
+    out = tmp_path / "summary"
+    out.mkdir()
+    (out / "runs.md").write_text("an earlier summary")
+    assert tool.main([fake_runs["going"], str(tmp_path / "data_cache"), str(stray), fake_runs["tested"], str(out),
+                      "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"skipped {tmp_path / 'data_cache'}: not a run folder (no config.yaml" in printed
+    assert f"skipped {stray}: a file, not a run folder" in printed
+    assert f"skipped {out}" not in printed  # the output folder of this very call: no news
+    with open(out / "runs.csv") as f:
+        assert [r["run"] for r in csv.DictReader(f)] == ["vit_going", "tested"]
+    with pytest.raises(DataError, match=r"none of the 2 folders given is a run folder"):
+        tool.main([str(tmp_path / "data_cache"), fake_runs["empty"], "--out", str(tmp_path / "o")])
+    with pytest.raises(DataError, match="run folder .*missing does not exist"):  # a typo is still an error
+        tool.main([fake_runs["going"], str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+
+
+def test_re_ranked_results_get_their_own_columns(tmp_path):
+    run = seeded_run(tmp_path, "tsd", "tsd", 1, 0.3, {
+        "test_occ_duke": (False, False, {"ALL": result(0.4, 0.35, 0.2)}),
+        "test_occ_duke_rerank": (False, True, {"ALL": result(0.5, 0.45, 0.3)}),
+        "test_new_occ_duke_rerank": (True, True, {"ALL": result(0.6, 0.5, 0.1), "NPO": result(0.7, 0.6, 0.2),
+                                                  "NTP": result(0.3, 0.2, 0.05)})})
+    header, rows, sources = tool.table_rows([tool.read_run(run)])
+    row = dict(zip(header, rows[0]))
+    assert (row["R1"], row["rr R1"], row["rr mAP"], row["new rr NTP mINP"]) == (0.4, 0.5, 0.45, 0.05)
+    assert "new ALL R1" not in row  # no plain new-benchmark result: no such columns
+    assert sources == [f"tsd: standard protocol from {os.path.join('test_occ_duke', 'results.json')}",
+                       f"tsd: standard re-ranked protocol from {os.path.join('test_occ_duke_rerank', 'results.json')}",
+                       f"tsd: new re-ranked protocol from {os.path.join('test_new_occ_duke_rerank', 'results.json')}"]
+    # A run validated with TEST.RE_RANKING True: its validation fills the re-ranked columns, not the plain ones.
+    rr = seeded_run(tmp_path, "rr_val", "tsd", 1, 0.3)
+    with open(os.path.join(rr, "config.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    cfg["TEST"] = {"RE_RANKING": True}
+    write(os.path.join(rr, "config.yaml"), yaml.safe_dump(cfg))
+    header, rows, _ = tool.table_rows([tool.read_run(rr)])
+    row = dict(zip(header, rows[0]))
+    assert row["R1"] is None and row["rr mAP"] == 0.3
+
+
+def test_runs_that_differ_only_in_the_seed_become_mean_std_rows(tmp_path, capsys):
+    paths = [seeded_run(tmp_path, "tsd_s1", "tsd", 1, 0.25), seeded_run(tmp_path, "tsd_s2", "tsd", 2, 0.29),
+             seeded_run(tmp_path, "tsd_s3", "tsd", 3, 0.30), seeded_run(tmp_path, "vit_s1", "vit", 1, 0.20),
+             seeded_run(tmp_path, "vit_s2", "vit", 2, 0.18, {"test_new_occ_duke": (True, False, {
+                 "ALL": result(0.5, 0.4, 0.1), "NPO": result(0.6, 0.5, 0.2), "NTP": result(0.3, 0.2, 0.05)})})]
+    out = tmp_path / "summary"
+    assert tool.main([*paths, "--out", str(out)]) == 0
+    with open(out / "seeds.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["runs"], r["MODEL.ARCH"], r["seeds"], r["n"]) for r in rows] == [
+        ("tsd_s1, tsd_s2, tsd_s3", "tsd", "1, 2, 3", "3"), ("vit_s1, vit_s2", "vit", "1, 2", "2")]
+    tsd, vit = rows
+    assert float(tsd["mAP mean"]) == pytest.approx(0.28)
+    assert float(tsd["mAP std"]) == pytest.approx(((0.03 ** 2 + 0.01 ** 2 + 0.02 ** 2) / 2) ** 0.5)  # n - 1
+    assert float(vit["best mAP mean"]) == pytest.approx(0.19) and float(vit["best mAP std"]) == pytest.approx(0.02 ** 0.5 / 10)
+    assert vit["new NPO R1 mean"] == "0.6" and vit["new NPO R1 std"] == ""  # one of two runs has it: no spread
+    md = (out / "seeds.md").read_text()
+    assert "| tsd_s1, tsd_s2, tsd_s3 | tsd | 1, 2, 3 | 3 | 28.0 ± 2.6 | 20.0 ± 0.0 | 28.0 ± 2.6 | 10.0 ± 0.0 |" in md
+    assert "| 60.0 (1 of 2) |" in md and "n - 1 in the" in md
+    assert "over seeds (mean ± std, n runs per config)" in capsys.readouterr().out
+    # One run per config: no seed table.
+    assert tool.seed_rows([tool.read_run(paths[0]), tool.read_run(paths[3])]) is None

@@ -69,7 +69,11 @@ def png_shape(path: str) -> tuple[int, ...]:
 
 
 def test_attention_titles_label_each_part_with_its_own_visibility():
-    assert vis_attn.attention_titles(["head", "arm"], [0.25, 0.75]) == ["background\nbg", "head\nvis 0.25", "arm\nvis 0.75"]
+    assert vis_attn.attention_titles(["head", "arm"], [0.25, 0.75]) == [
+        "background\nbg", "head\nvis 0.25 hidden", "arm\nvis 0.75 visible"]
+    # 0.50 on the picture: the verdict says on which side of the threshold the value lies
+    assert vis_attn.attention_titles(["torso", "leg"], [0.4996, 0.5004]) == [
+        "background\nbg", "torso\nvis 0.50 hidden", "leg\nvis 0.50 visible"]
     with pytest.raises(ValueError):
         vis_attn.attention_titles(["head"], [0.1, 0.2])
 
@@ -176,6 +180,12 @@ def test_plot_ranking_layout(synthetic_root):
     assert len(fig.axes) == 5  # query, gap, 3 gallery images
     letters = [t.get_text() for t in fig.axes[0].texts]
     assert letters == ["H", "A", "T", "L", "F"]
+    legend = fig.get_supxlabel()  # what the strip, the frames and the numbers mean
+    assert "H head, A arm, T torso, L leg, F feet; coloured = predicted visible" in legend
+    assert "green same identity, red other identity" in legend and "lower = closer" in legend
+    unknown = vis_rank.plot_ranking(query, gallery[2:], ["head", "arm", "torso", "leg", "feet"], (256, 128))
+    assert "grey gallery (identities unknown)" in unknown.get_supxlabel()
+    assert "UB upper body, LB lower body" in vis_rank.ranking_legend(["head", "upper_body", "lower_body"], True)
     assert [part_abbrev(n) for n in ("left_arm", "upper_body", "fg")] == ["LA", "UB", "F"]
 
 
@@ -258,6 +268,35 @@ def test_extract_features_user_errors(tiny, synthetic_root, own_images, tmp_path
         extract_tool.main(["--config_file", CONFIG, "--images", images, "TEST.WEIGHT", weight, "--topk", "3"])
 
 
+def test_tools_read_the_run_config_beside_the_weight(tiny, synthetic_root, own_images, tmp_path, monkeypatch):
+    """Without --config_file the tools take the run's config.yaml beside TEST.WEIGHT (or beside --onnx);
+    extract_features writes into logs/features/<images folder> of the current folder, not the run's."""
+    cfg, _, weight = tiny
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(weight, run / "transformer_1.pth")
+    saved = cfg.clone()
+    saved.defrost()
+    saved.OUTPUT_DIR = str(run)
+    (run / "config.yaml").write_text(saved.dump())
+    w = str(run / "transformer_1.pth")
+    assert vis_attn.main(["--num", "2", "TEST.WEIGHT", w]) == 0
+    assert len(json.loads((run / "vis_attn" / "visibility.json").read_text())) == 2
+    assert vis_rank.main(["--num-queries", "2", "--topk", "3", "TEST.WEIGHT", w, "TEST.FLIP_FEATS", "True"]) == 0
+    assert len(json.loads((run / "vis_rank" / "ranking.json").read_text())) == 2
+    monkeypatch.chdir(tmp_path)
+    images, _ = own_images
+    before = sorted(os.listdir(run))
+    assert extract_tool.main(["--images", images, "TEST.WEIGHT", w]) == 0
+    assert np.load(tmp_path / "logs" / "features" / os.path.basename(images) / "features.npy").shape[0] == 3
+    assert sorted(os.listdir(run)) == before
+    # A weight file without config.yaml (the original code's): --config_file is needed, and said so.
+    with pytest.raises(ConfigError, match=r"tiny.pth has no config.yaml beside it .* add --config_file"):
+        vis_rank.main(["TEST.WEIGHT", weight])
+    with pytest.raises(CheckpointError, match="no checkpoint given: add TEST.WEIGHT"):
+        vis_rank.main([])
+
+
 def test_scripts_run_from_the_repo_root_and_print_one_error_line(tmp_path):
     """As a script: repo root importable, run_main turns the missing checkpoint into one stderr line."""
     proc = subprocess.run(
@@ -273,5 +312,5 @@ def test_scripts_run_from_the_repo_root_and_print_one_error_line(tmp_path):
 def test_query_names_follow_the_grouping(tiny):
     cfg, _, _ = tiny
     assert query_names(cfg) == ["head", "arm", "torso", "leg", "feet"]
-    eight = load_cfg(CONFIG, ["INPUT.MASK_PREPROCESS", "eight", "MODEL.NUM_PARTS", "8"])
+    eight = load_cfg(CONFIG, ["INPUT.MASK_PREPROCESS", "eight"])  # MODEL.NUM_PARTS 8 follows
     assert [part_abbrev(n) for n in query_names(eight)] == ["H", "LA", "RA", "T", "LL", "RL", "LF", "RF"]

@@ -142,6 +142,52 @@ def test_test_py_evaluates_a_training_checkpoint(synthetic_root, tmp_path, new_m
     assert "Rank-1" in r.stdout
 
 
+def test_saved_config_round_trip_and_a_one_key_ablation(synthetic_root, tmp_path):
+    """train.py with MODEL.NUM_PARTS 3 alone trains the 3-part model (the grouping follows) and writes
+    config.yaml; test.py evaluates the checkpoint from TEST.WEIGHT alone (the run's config.yaml: model,
+    data folder, device) and with --config_file config.yaml; a checkpoint without config.yaml beside it
+    needs --config_file, which one error line says."""
+    run = tmp_path / "tsd_three"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    train = [sys.executable, os.path.join(REPO, "train.py"), "--config_file", DEMO_CFG, "DATASETS.ROOT_DIR", synthetic_root,
+             "OUTPUT_DIR", str(run), "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[128, 64]",
+             "INPUT.SIZE_TEST", "[128, 64]", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCHS", "1",
+             "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1",
+             "TEST.IMS_PER_BATCH", "64", "MODEL.NUM_PARTS", "3", "MODEL.DEVICE_ID", "0,1"]
+    r = subprocess.run(train, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    saved = load_cfg(str(run / "config.yaml"))
+    assert (saved.MODEL.NUM_PARTS, saved.INPUT.MASK_PREPROCESS, saved.MODEL.DEVICE_ID) == (3, "three", "0,1")
+    weight = run / "transformer_1.pth"
+    assert torch.load(weight, weights_only=True)["query_embedding.weight"].shape[0] == 1 + 3  # background + 3 parts
+
+    def test_py(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, os.path.join(REPO, "test.py"), *args], capture_output=True, text=True,
+                              cwd=str(tmp_path), env=env, timeout=600)
+
+    r = test_py("TEST.WEIGHT", str(weight))  # the one command
+    assert r.returncode == 0, r.stderr[-2000:]
+    one = json.load(open(run / "test_occ_duke" / "results.json"))
+    assert one["weight"] == str(weight) and set(one["results"]) == {"ALL"}
+    r = test_py("--config_file", str(run / "config.yaml"), "TEST.WEIGHT", str(weight), "OUTPUT_DIR", str(tmp_path / "t"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = json.load(open(tmp_path / "t" / "results.json"))
+    assert again["results"]["ALL"]["mAP"] == one["results"]["ALL"]["mAP"] > 0
+    r = test_py("TEST.WEIGHT", str(weight), "DATASETS.NAMES", "new_occ_duke", "TEST.NEW_METRIC", "True")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert set(json.load(open(run / "test_new_occ_duke" / "results.json"))["results"]) == {"ALL", "NPO", "NTP"}
+
+    bare = tmp_path / "downloaded" / "tsd.pth"  # e.g. a checkpoint of the original code: no config.yaml
+    bare.parent.mkdir()
+    bare.write_bytes(weight.read_bytes())
+    r = test_py("TEST.WEIGHT", str(bare))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: {bare} has no config.yaml beside it (train.py writes one into every run folder; a checkpoint of "
+        "the original TSD code has none): add --config_file with the config it was trained with, e.g. "
+        "--config_file configs/OCC_Duke/vit_base.yml"]
+
+
 def test_train_py_reports_config_typo_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--config_file", DEMO_CFG,
                         "SOLVER.BASE_LRR", "0.1"], capture_output=True, text=True, cwd=REPO)

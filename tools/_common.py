@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from utils.cli import check_test_weight, load_eval_cfg
+from utils.cli import EVAL_CONFIG_HELP, check_test_weight, config_argparser, load_eval_cfg
 from datasets.bases import IMAGE_EXTENSIONS, ImageRecord, ReIDDataset, list_images
 from datasets.make_dataloader import make_val_loader
 from datasets.masks import part_names
@@ -27,10 +27,16 @@ from utils.logger import setup_logger
 from utils.misc import apply_device_id, resolve_device
 
 __all__ = [
-    "parse_tool_args", "load_tool_cfg", "tool_output_dir", "load_model", "folder_records",
+    "tool_argparser", "parse_tool_args", "load_tool_cfg", "tool_output_dir", "load_model", "folder_records",
     "eval_loader", "display_image", "query_names", "part_abbrev", "file_stem",
     "figure_path", "save_figure",
 ]
+
+
+def tool_argparser(description: str, config_help: str = EVAL_CONFIG_HELP) -> argparse.ArgumentParser:
+    """``utils.cli.config_argparser`` of a tool that evaluates ``TEST.WEIGHT``: ``--config_file`` is
+    optional (the run's ``config.yaml`` beside the weight file is the default, see :func:`load_tool_cfg`)."""
+    return config_argparser(description, config_required=False, config_help=config_help)
 
 
 def parse_tool_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -48,20 +54,26 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None)
     return args
 
 
-def load_tool_cfg(args: argparse.Namespace, need_weight: bool = True) -> CfgNode:
-    """The config of ``--config_file`` + overrides, with ``MODEL.PRETRAIN_CHOICE none``: the checkpoint
-    (``TEST.WEIGHT``) overwrites every backbone weight, so the ImageNet file is never needed.
+def load_tool_cfg(args: argparse.Namespace, need_weight: bool = True, model_file: str | None = None) -> CfgNode:
+    """The config of ``--config_file`` — by default the run's ``config.yaml`` beside ``TEST.WEIGHT``
+    (or beside ``model_file``, an exported model) — + overrides, with ``MODEL.PRETRAIN_CHOICE none``:
+    the checkpoint overwrites every backbone weight, so the ImageNet file is never needed.
 
     Checks the checkpoint path (unless ``need_weight`` is False: a tool running an exported model) and
     the model kind first, before any data is read.
 
     Raises:
-        CheckpointError: no ``TEST.WEIGHT`` or a missing file.
-        ConfigError: an SIE model (the tools have no camera / view ids to feed it).
+        CheckpointError: no ``TEST.WEIGHT``, a missing file, or a config whose model keys differ from
+            the ``config.yaml`` beside it.
+        ConfigError: no ``--config_file`` and no ``config.yaml`` beside the model file; an SIE model
+            (the tools have no camera / view ids to feed it).
     """
-    cfg = load_eval_cfg(args.config_file, args.opts)
+    cfg = load_eval_cfg(args.config_file, args.opts, model_file)
     if need_weight:
+        from processor.checkpointer import check_weight_config
+
         check_test_weight(cfg)
+        check_weight_config(cfg.TEST.WEIGHT, cfg)
     if cfg.MODEL.SIE_CAMERA or cfg.MODEL.SIE_VIEW:
         raise ConfigError("MODEL.SIE_CAMERA / MODEL.SIE_VIEW models need camera / view ids, which the tools do "
                           "not pass; use a model trained without SIE")
@@ -125,7 +137,8 @@ def eval_loader(cfg: CfgNode, query: Sequence[ImageRecord], gallery: Sequence[Im
 
 def display_image(path: str, size: Sequence[int]) -> np.ndarray:
     """The image at ``path`` resized to ``size`` (H, W) — the network's input size — as (H, W, 3)
-    float RGB in [0, 1]. Raises :class:`DataError` if the file cannot be read."""
+    float RGB in [0, 1], for drawing only (area interpolation; the network's input is resized by the
+    evaluation transform). Raises :class:`DataError` if the file cannot be read."""
     rgb = np.ascontiguousarray(read_image(path).permute(1, 2, 0).numpy())
     return cv2.resize(rgb, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
 

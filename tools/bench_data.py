@@ -19,7 +19,7 @@ timed; the pipelines take turns (``--rounds``) and each one's fastest round coun
 burst of load from other processes out of the ratio. Also reported: the cache build time and size.
 The last line is the new path's speed-up.
 
-    python tools/bench_data.py [--root DATA_ROOT] [--slice 2000] [--samples 1024] [--batch 64]
+    .venv/bin/python tools/bench_data.py [--root DATA_ROOT] [--slice 2000] [--samples 1024] [--batch 64]
 """
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
 """Benchmark of the retrieval evaluator: against the reference algorithm and against its GEMM floor.
 
-    python -m tools.bench_eval                 # Occluded-Duke size: 2,210 x 17,661, 1+5 tokens x 768
-    python -m tools.bench_eval --scale 0.1 --reranking
-    python -m tools.bench_eval --scale msmt17 --dims 256 768 --reranking both              # 11,659 x 82,161
-    python -m tools.bench_eval --scale msmt17 --fraction 0.25 --dims 768 --reranking both  # + extrapolation
+    .venv/bin/python -m tools.bench_eval                 # Occluded-Duke size: 2,210 x 17,661, 1+5 tokens x 768
+    .venv/bin/python -m tools.bench_eval --scale 0.1 --reranking
+    .venv/bin/python -m tools.bench_eval --scale msmt17 --dims 256 768 --reranking both              # 11,659 x 82,161
+    .venv/bin/python -m tools.bench_eval --scale msmt17 --fraction 0.25 --dims 768 --reranking both  # + extrapolation
 
 Synthetic features with identity structure (Occluded-Duke: 1,110 gallery identities, 519 of them
 queried, 8 cameras; MSMT17: 3,060 identities, 15 cameras; gallery parts visible with p = 0.8, query
 upper parts with p = 0.9 and lower parts with p = 0.4) are evaluated by
 
-* ``reference``: the reference algorithm as written (TSD_REFERENCE §7.2): the (1+P) x Q x G distance
+* ``reference``: the original code's evaluation algorithm as written: the (1+P) x Q x G distance
   tensor, ``np.argsort`` and a Python loop over queries (re-ranking: the full (N, N) distance and the
   original per-image loops; the oracles of tests/oracles.py); skipped where its tensors exceed 12 GiB;
 * ``ours``: :class:`evaluation.ReidEvaluator` (progress lines with an ETA on stderr);

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Evaluation-forward throughput of the exported model: onnxruntime vs PyTorch on the CPU, images per second.
 
-    python tools/bench_export.py                                   # tiny demo TSD, random weights
-    python tools/bench_export.py --config_file configs/demo/vit_tiny.yml --batch 64
-    python tools/bench_export.py --config_file configs/OCC_Duke/vit_base.yml --batch 8 TEST.WEIGHT W.pth
+    .venv/bin/python tools/bench_export.py                                   # tiny demo TSD, random weights
+    .venv/bin/python tools/bench_export.py --config_file configs/demo/vit_tiny.yml --batch 64
+    .venv/bin/python tools/bench_export.py --config_file configs/OCC_Duke/vit_base.yml --batch 8 TEST.WEIGHT W.pth
 
 Builds the configured model (``TEST.WEIGHT`` if given, else a random initialisation: speed does not
 depend on the weights), exports it with :func:`processor.export.export_onnx` into a temporary folder,

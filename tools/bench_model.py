@@ -5,9 +5,9 @@ Four settings in one run: fp32 / bf16 autocast, each with the backbone attention
 ``softmax(QK^T)V`` formula (:func:`model.fused_attention`). The part decoder always uses its explicit
 masked formula (it has P + 2 queries, a negligible cost). Ratios are against fp32 + SDPA.
 
-    python tools/bench_model.py                 # ViT-B/16 TSD, 256x128, batch 16, official config
-    python tools/bench_model.py --tiny          # the tiny test backbone
-    python tools/bench_model.py --device cuda --batch 64
+    .venv/bin/python tools/bench_model.py                 # ViT-B/16 TSD, 256x128, batch 16, official config
+    .venv/bin/python tools/bench_model.py --tiny          # the tiny test backbone
+    .venv/bin/python tools/bench_model.py --device cuda --batch 64
 """
 from __future__ import annotations
 

@@ -19,22 +19,24 @@ RESUME=""
 [ -f "$OUT/last.pth" ] && RESUME="--resume"
 $PY train.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" OUTPUT_DIR "$OUT" $RESUME
 W=$(ls -t "$OUT"/transformer_*.pth | head -n 1)
-$PY test.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT/test_standard"
-$PY test.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" DATASETS.NAMES new_occ_duke \
-  TEST.NEW_METRIC True OUTPUT_DIR "$OUT/test_new"
-$PY tools/vis_attn.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT"
-$PY tools/vis_rank.py --config_file "$CFG" DATASETS.ROOT_DIR "$DATA" TEST.WEIGHT "$W" OUTPUT_DIR "$OUT"
+# The run's config.yaml beside the weight file gives model, data and device: TEST.WEIGHT is enough.
+$PY test.py TEST.WEIGHT "$W"                                                  # -> $OUT/test_occ_duke/
+$PY test.py TEST.WEIGHT "$W" DATASETS.NAMES new_occ_duke TEST.NEW_METRIC True  # -> $OUT/test_new_occ_duke/
+$PY tools/vis_attn.py TEST.WEIGHT "$W"
+$PY tools/vis_rank.py TEST.WEIGHT "$W"
 echo
 $PY tools/summarize_runs.py "$OUT" --out "$OUT/summary"
 
 echo
 echo "demo finished in $(( $(date +%s) - start ))s. Outputs:"
 echo "  training log and checkpoints: $OUT/ (train_log.txt, $(basename "$W"), last.pth)"
-echo "  standard protocol:            $OUT/test_standard/results.json"
-echo "  new benchmark ALL/NPO/NTP:    $OUT/test_new/results.json"
+echo "  standard protocol:            $OUT/test_occ_duke/results.json"
+echo "  new benchmark ALL/NPO/NTP:    $OUT/test_new_occ_duke/results.json"
 echo "  attention pictures:           $OUT/vis_attn/"
 echo "  ranking pictures:             $OUT/vis_rank/"
 echo "  run table and curves:         $OUT/summary/ (runs.md, runs.csv, curves.png)"
-echo "compare with the ViT baseline (same budget):"
+echo "compare with the ViT baseline (same budget) and read the difference against the seeds' spread:"
 echo "  $PY train.py --config_file configs/demo/vit_tiny.yml DATASETS.ROOT_DIR $DATA"
-echo "  $PY tools/summarize_runs.py $OUT logs/demo/vit_tiny --out logs/demo/summary"
+echo "  $PY train.py --config_file $CFG DATASETS.ROOT_DIR $DATA SOLVER.SEED 1 OUTPUT_DIR ${OUT}_seed1"
+echo "  $PY train.py --config_file configs/demo/vit_tiny.yml DATASETS.ROOT_DIR $DATA SOLVER.SEED 1 OUTPUT_DIR logs/demo/vit_tiny_seed1"
+echo "  $PY tools/summarize_runs.py logs/demo/* --out logs/demo/summary   # one row per run + mean ± std over seeds"

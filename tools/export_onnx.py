@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Export a trained TSD / ViT-baseline model to ONNX and check the file with onnxruntime.
 
-    python tools/export_onnx.py --config_file configs/OCC_Duke/vit_base.yml [--output model.onnx] \\
-        [--images DIR] [--opset N] TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    .venv/bin/python tools/export_onnx.py [--output model.onnx] [--images DIR] [--opset N] \\
+        TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
-Writes the evaluation model — normalised images (B, 3, H, W) at ``INPUT.SIZE_TEST`` -> ``features``
+The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
+checkpoint without one). Writes the evaluation model — normalised images (B, 3, H, W) at ``INPUT.SIZE_TEST`` -> ``features``
 (B, 1+P, C) after the BNNecks and ``visibility`` (B, 1+P), the flip of ``TEST.FLIP_FEATS`` included —
 with a dynamic batch axis, as one self-contained file (default: ``TEST.WEIGHT`` with ``.onnx``). The
 file's metadata (``tsd.*``: input size, pixel mean / std, flip, feature norm, token names) says how to
@@ -13,7 +14,7 @@ the evaluation transform) or else on random batches of two sizes, and stops with
 features agree within ``--atol`` (default 1e-4, max abs) and the visibilities are identical (parts whose
 PyTorch logit lies within 1e-4 of the threshold may differ; they are counted in the log line).
 
-Export runs on the CPU. Needs the optional packages: ``pip install -r requirements-export.txt``.
+Export runs on the CPU. Needs the optional packages: ``.venv/bin/pip install -r requirements-export.txt``.
 """
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from processor.export import FEATURE_TOL, ExportError, export_onnx, onnx_session, random_batches, verify_onnx  # noqa: E402
-from tools._common import eval_loader, folder_records, load_model, load_tool_cfg, parse_tool_args  # noqa: E402
-from utils.cli import config_argparser, run_main  # noqa: E402
+from tools._common import (  # noqa: E402
+    eval_loader, folder_records, load_model, load_tool_cfg, parse_tool_args, tool_argparser,
+)
+from utils.cli import run_main  # noqa: E402
 from utils.logger import get_logger, setup_logger  # noqa: E402
 
 __all__ = ["main"]
@@ -34,7 +37,7 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
 
-    parser = config_argparser(__doc__.splitlines()[0])
+    parser = tool_argparser(__doc__.splitlines()[0])
     parser.add_argument("--output", metavar="FILE", help="the .onnx file to write (default: TEST.WEIGHT with .onnx)")
     parser.add_argument("--images", metavar="DIR", help="check the export on these images (default: random batches)")
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")

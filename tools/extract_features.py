@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Extract TSD features of your own images and, optionally, rank a gallery folder against them.
 
-    python tools/extract_features.py --config_file configs/OCC_Duke/vit_base.yml --images DIR \\
-        [--gallery DIR] [--out DIR] [--topk 10] TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
-    python tools/extract_features.py --config_file configs/OCC_Duke/vit_base.yml --images DIR \\
-        --onnx transformer_90.onnx          # the same with onnxruntime (tools/export_onnx.py)
+    .venv/bin/python tools/extract_features.py --images DIR [--gallery DIR] [--out DIR] [--topk 10] \\
+        TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    .venv/bin/python tools/extract_features.py --images DIR \\
+        --onnx logs/occ_duke/tsd_5/transformer_90.onnx    # the same with onnxruntime (tools/export_onnx.py)
 
-Reads every image under ``--images`` (recursively, sorted; person crops, any size — they are resized to
-``INPUT.SIZE_TEST``; no identity or camera ids needed) and writes to ``<out>`` (default
-``OUTPUT_DIR/features``):
+The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (or beside the ``--onnx`` file;
+``--config_file FILE`` for a model without one). Reads every image under ``--images`` (recursively,
+sorted; person crops, any size — they are resized to ``INPUT.SIZE_TEST`` by the evaluation transform;
+no identity or camera ids needed) and writes to ``<out>`` (default ``logs/features/<name of the
+--images folder>`` in the current folder: the training run's folder is left alone):
 
 * ``features.npy`` (M, 1+P, C) float32: [global, part 1..P] features after the BNNecks, as the model
   returns them (the evaluator L2-normalises each token when ``TEST.FEAT_NORM`` is 'yes');
@@ -38,13 +40,19 @@ import numpy as np  # noqa: E402
 from evaluation import query_gallery_distance  # noqa: E402
 from tools._common import (  # noqa: E402
     eval_loader, figure_path, file_stem, folder_records, load_model, load_tool_cfg, parse_tool_args, query_names,
-    save_figure, tool_output_dir,
+    save_figure, tool_argparser, tool_output_dir,
 )
 from tools.vis_rank import RankedImage, plot_ranking, ranked_gallery  # noqa: E402
-from utils.cli import config_argparser, run_main  # noqa: E402
+from utils.cli import EVAL_CONFIG_HELP, run_main  # noqa: E402
 from utils.logger import get_logger  # noqa: E402
 
-__all__ = ["save_features", "main"]
+__all__ = ["save_features", "default_out", "main"]
+
+
+def default_out(images: str) -> str:
+    """``logs/features/<name of the images folder>``: beside the runs, one folder per image set, never
+    inside a training run's folder."""
+    return os.path.join("logs", "features", os.path.basename(os.path.abspath(images)))
 
 
 def save_features(out: str, prefix: str, feats: np.ndarray, vis: np.ndarray, paths: Sequence[str]) -> None:
@@ -57,16 +65,18 @@ def save_features(out: str, prefix: str, feats: np.ndarray, vis: np.ndarray, pat
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
-    parser = config_argparser(__doc__.splitlines()[0])
+    parser = tool_argparser(__doc__.splitlines()[0], config_help=EVAL_CONFIG_HELP.replace(
+        "beside TEST.WEIGHT", "beside TEST.WEIGHT or the --onnx file"))
     parser.add_argument("--images", metavar="DIR", required=True, help="folder of images to extract")
     parser.add_argument("--gallery", metavar="DIR", help="also extract this folder and rank it for every image")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default OUTPUT_DIR/features)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="output folder (default logs/features/<name of the --images folder>)")
     parser.add_argument("--topk", type=int, default=10, help="gallery images per ranking (default 10)")
     parser.add_argument("--onnx", metavar="FILE", help="compute the features with onnxruntime from this file of "
                         "tools/export_onnx.py instead of PyTorch (TEST.WEIGHT is then not needed)")
     args = parse_tool_args(parser, argv)
-    cfg = load_tool_cfg(args, need_weight=not args.onnx)
-    out = tool_output_dir(cfg, args.out, "features", "extract_features_log.txt")
+    cfg = load_tool_cfg(args, need_weight=not args.onnx, model_file=args.onnx)
+    out = tool_output_dir(cfg, args.out or default_out(args.images), "", "extract_features_log.txt")
     log = get_logger()
     queries = folder_records(args.images)
     gallery = folder_records(args.gallery) if args.gallery else []
@@ -85,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     data = extract_features(model, eval_loader(cfg, queries, gallery), device, flip=flip)
     feats, vis, paths, m = data["feats"].cpu().numpy(), data["vis"].cpu().numpy(), data["paths"], len(queries)
     save_features(out, "", feats[:m], vis[:m], paths[:m])
-    log.info(f"wrote features {feats[:m].shape} and visibility {vis[:m].shape} of {args.images} to {out}")
+    log.info(f"wrote features {feats[:m].shape} and visibility {vis[:m].shape} of {args.images} to {out}"
+             + ("" if args.out else " (the default folder; --out DIR chooses another)"))
     if not gallery:
         return 0
 
@@ -97,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.join(out, "ranking"), exist_ok=True)
     for i in range(m):
         top = ranked_gallery(dist[i], np.zeros(dist.shape[1], dtype=bool), args.topk)
-        ranked = [RankedImage(paths[m + j], vis[m + j, 1:], f"#{r + 1}  {dist[i, j]:.3f}\n{file_stem(paths[m + j])[:16]}")
-                  for r, j in enumerate(top)]
+        ranked = [RankedImage(paths[m + j], vis[m + j, 1:],
+                              f"#{r + 1}  d {dist[i, j]:.3f}\n{file_stem(paths[m + j])[:16]}") for r, j in enumerate(top)]
         query = RankedImage(paths[i], vis[i, 1:], f"query\n{file_stem(paths[i])[:16]}")
         fig = plot_ranking(query, ranked, names, cfg.INPUT.SIZE_TEST, os.path.basename(paths[i]))
         save_figure(fig, figure_path(os.path.join(out, "ranking"), i, paths[i]))

@@ -36,9 +36,9 @@ check_paper_data() {
 # benchmark (ALL / NPO / NTP), on GPU $GPU.
 paper_recipe() {
   $PY train.py --config_file configs/OCC_Duke/vit_base.yml INPUT.MASK_PREPROCESS "$1" MODEL.NUM_PARTS "$2" \
-    SOLVER.BASE_LR 0.004 MODEL.DEVICE_ID "('$GPU')" MODEL.WITH_FORE_HEAD True MODEL.WITH_DIVERSE_LOSS True \
+    SOLVER.BASE_LR 0.004 MODEL.DEVICE_ID "$GPU" MODEL.WITH_FORE_HEAD True MODEL.WITH_DIVERSE_LOSS True \
     MODEL.PRETRAIN_PATH "$WEIGHTS" OUTPUT_DIR "$3"
   $PY test.py --config_file configs/OCC_Duke/vit_base.yml TEST.WEIGHT "$3/transformer_$4.pth" \
-    INPUT.MASK_PREPROCESS "$1" MODEL.NUM_PARTS "$2" MODEL.DEVICE_ID "('$GPU')" MODEL.WITH_FORE_HEAD True \
+    INPUT.MASK_PREPROCESS "$1" MODEL.NUM_PARTS "$2" MODEL.DEVICE_ID "$GPU" MODEL.WITH_FORE_HEAD True \
     DATASETS.NAMES new_occ_duke TEST.NEW_METRIC True OUTPUT_DIR "$3"
 }

@@ -5,7 +5,7 @@ Shows what the TSD pixel classifier is supervised with: the PifPaf fields groupe
 ``--grouping`` plus the synthesised background, as the argmax of the soft masks. With
 ``--augment`` the pairs come out of the real training augmentation (flip, pad + crop, erasing).
 
-    python tools/show_samples.py --root data/synthetic_small [--out samples.png] [--n 16] [--grouping five]
+    .venv/bin/python tools/show_samples.py --root data/synthetic_small [--out samples.png] [--n 16] [--grouping five]
 """
 from __future__ import annotations
 

@@ -1,19 +1,27 @@
 #!/usr/bin/env python
 """Compare training / test runs: one table of what differs and what they reach, and their training curves.
 
-    python tools/summarize_runs.py logs/demo/tsd_tiny logs/demo/vit_tiny [--out logs/demo/summary]
+    .venv/bin/python tools/summarize_runs.py logs/demo/tsd_tiny logs/demo/vit_tiny [--out logs/demo/summary]
+    .venv/bin/python tools/summarize_runs.py logs/demo/* --out logs/demo/summary   # folders that are no runs
+                                                                                   # (data_cache) are skipped
 
 Each argument is an ``OUTPUT_DIR`` of ``train.py`` and / or ``test.py``. From each run it reads what
 exists — ``config.yaml``, ``train_log.txt``, ``val_results.json`` (validation during training) and
-``results.json`` of ``test.py``, in the folder itself or in a sub-folder (``make demo`` tests into
-``test_standard/`` and ``test_new/``) — so a run still training, or one never evaluated, has blanks
-instead of failing. It writes to ``--out`` (default ``logs/summary``):
+``results.json`` of ``test.py``, in the folder itself or in a sub-folder (``test.py`` tests a run into
+``test_occ_duke/``, ``test_new_occ_duke/``, ``test_occ_duke_rerank/`` ...) — so a run still training, or
+one never evaluated, has blanks instead of failing. Given several folders, those that are not runs (no such file,
+e.g. the data cache) are skipped with a line saying so. It writes to ``--out`` (default ``logs/summary``):
 
 * ``runs.md`` and ``runs.csv``: a row per run; a column per config key whose value differs between
-  the runs (``OUTPUT_DIR`` aside; a key absent from an older run's config is shown as ``-``); ``epochs`` (last finished epoch), ``best epoch`` and ``best mAP``
-  (validation); then Rank-1 / mAP / mINP (percent) of the standard protocol and, where any run has
-  them, of the new benchmark's ALL / NPO / NTP splits. Metrics come from ``test.py``'s
-  ``results.json`` when there is one, else from the last validation; ``runs.md`` lists the sources.
+  the runs (``OUTPUT_DIR`` aside; a key absent from an older run's config is shown as ``-``); ``epochs``
+  (last finished epoch), ``best epoch`` and ``best mAP`` (validation); then Rank-1 / mAP / mINP
+  (percent) of the standard protocol and, where any run has them, of the new benchmark's ALL / NPO /
+  NTP splits, and of both with k-reciprocal re-ranking (``rr`` columns, ``TEST.RE_RANKING True``).
+  Metrics come from ``test.py``'s ``results.json`` when there is one, else from the last validation;
+  ``runs.md`` lists the sources.
+* ``seeds.md`` and ``seeds.csv`` (when two or more runs differ only in ``SOLVER.SEED``): a row per
+  config, ``mean ± std`` of every metric over its seeds (sample standard deviation) and their count
+  ``n``, so that a difference between configs can be read against the spread between seeds.
 * ``curves.png``: every loss term, the total loss, training accuracy, the learning rate (running
   averages of the log lines ``processor.hooks.LoggingHook`` writes every ``SOLVER.LOG_PERIOD``
   iterations, against fractional epochs) and the validation mAP, one panel each, all runs overlaid.
@@ -37,7 +45,8 @@ from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no GUI backend, 
 from utils.cli import ArgumentParser, run_main  # noqa: E402
 from utils.errors import DataError  # noqa: E402
 
-__all__ = ["Run", "read_run", "parse_train_log", "differing_keys", "table_rows", "write_table", "plot_curves", "main"]
+__all__ = ["Run", "NotARunError", "read_run", "parse_train_log", "differing_keys", "table_rows", "write_table",
+           "seed_groups", "seed_rows", "write_seed_table", "plot_curves", "main"]
 
 # LoggingHook (processor/hooks.py): "Epoch[e] Iter[i/n] loss: <total> <term>: <v> ... acc: <a> lr: <lr> ..."
 _ITER_LINE = re.compile(r"Epoch\[(\d+)\] Iter\[(\d+)/(\d+)\] loss: (\S+) (.*?)\s*acc: (\S+) lr: (\S+)")
@@ -47,6 +56,14 @@ _EPOCH_LINE = re.compile(r"Epoch (\d+) done in .*?, loss (\S+), acc (\S+)")
 SPLITS = ("ALL", "NPO", "NTP")
 METRICS = (("rank1", "R1"), ("mAP", "mAP"), ("mINP", "mINP"))
 NOT_COMPARED = {"OUTPUT_DIR"}  # differs between any two runs by construction; the run column names them
+SEED_KEY = "SOLVER.SEED"
+# Result kinds: (protocol, re-ranked); their column groups: (kind, label prefix, splits).
+PROTOCOLS = (("standard", False), ("standard", True), ("new", False), ("new", True))
+_PREFIX = {("standard", False): "", ("standard", True): "rr ", ("new", False): "new ", ("new", True): "new rr "}
+
+
+class NotARunError(DataError):
+    """A folder that holds none of the files of a run (skipped when several folders are given)."""
 
 
 @dataclasses.dataclass
@@ -61,7 +78,8 @@ class Run:
             ``loss``, ``acc``, ``lr``).
         epochs: the last finished epoch (0 when none).
         validation: ``{epoch: {split: {rank1, mAP, mINP, ...}}}`` from ``val_results.json``.
-        tests: ``{'standard' | 'new': (results.json path, {split: {...}})}`` from ``test.py``.
+        tests: ``{(protocol 'standard' | 'new', re-ranked): (results.json path, {split: {...}})}`` from
+            ``test.py``.
         notes: problems met while reading (unreadable files), shown in ``runs.md``.
     """
 
@@ -71,7 +89,7 @@ class Run:
     curves: dict[str, list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
     epochs: int = 0
     validation: dict[int, dict] = dataclasses.field(default_factory=dict)
-    tests: dict[str, tuple[str, dict]] = dataclasses.field(default_factory=dict)
+    tests: dict[tuple[str, bool], tuple[str, dict]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -134,8 +152,11 @@ def read_run(path: str) -> Run:
     """Read one run folder (see the module docstring for the files).
 
     Raises:
-        DataError: ``path`` is not a folder, or holds none of the files of a run.
+        DataError: ``path`` does not exist.
+        NotARunError: ``path`` is a file, or a folder that holds none of the files of a run.
     """
+    if os.path.isfile(path):
+        raise NotARunError(f"{path} is a file, not a run folder; pass OUTPUT_DIRs of train.py / test.py")
     if not os.path.isdir(path):
         raise DataError(f"run folder {path} does not exist; pass OUTPUT_DIRs of train.py / test.py")
     run = Run(path, name=os.path.basename(os.path.normpath(path)))
@@ -169,19 +190,24 @@ def read_run(path: str) -> Run:
         data = _read_json(res_path, run)
         if not data or "results" not in data:
             continue
-        protocol = "new" if data.get("new_metric") or "NPO" in data["results"] else "standard"
-        if protocol in run.tests:
-            run.notes.append(f"{res_path}: another {protocol} result besides {run.tests[protocol][0]}, left out")
+        kind = ("new" if data.get("new_metric") or "NPO" in data["results"] else "standard", bool(data.get("re_ranking")))
+        if kind in run.tests:
+            run.notes.append(f"{res_path}: another {_kind_name(kind)} result besides {run.tests[kind][0]}, left out")
             continue
-        run.tests[protocol] = (res_path, data["results"])
+        run.tests[kind] = (res_path, data["results"])
     if not found:
         runs_below = sorted(d for d in os.listdir(path) if any(
             os.path.isfile(os.path.join(path, d, f)) for f in ("config.yaml", "results.json")))
         hint = (f" (its sub-folders {', '.join(runs_below[:4])}{' ...' if len(runs_below) > 4 else ''} are runs: "
                 f"pass {os.path.join(path, '*')})" if runs_below else "")
-        raise DataError(f"{path} is not a run folder: it has no config.yaml, train_log.txt, val_results.json or "
-                        f"results.json; pass OUTPUT_DIRs of train.py / test.py{hint}")
+        raise NotARunError(f"{path} is not a run folder: it has no config.yaml, train_log.txt, val_results.json or "
+                           f"results.json; pass OUTPUT_DIRs of train.py / test.py{hint}")
     return run
+
+
+def _kind_name(kind: tuple[str, bool]) -> str:
+    """'standard', 'new', 'standard re-ranked', 'new re-ranked'."""
+    return kind[0] + (" re-ranked" if kind[1] else "")
 
 
 def _run_names(paths: Sequence[str]) -> list[str]:
@@ -201,16 +227,17 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
     return [k for k in keys if len({json.dumps(c[k], sort_keys=True) for c in configs if k in c}) > 1]
 
 
-def _protocol_results(run: Run, protocol: str) -> tuple[dict | None, str]:
-    """``(results by split, source)`` of ``protocol``: test.py's results.json, else the last validation
-    when it was run under that protocol."""
-    if protocol in run.tests:
-        path, results = run.tests[protocol]
+def _protocol_results(run: Run, kind: tuple[str, bool]) -> tuple[dict | None, str]:
+    """``(results by split, source)`` of ``kind`` (protocol, re-ranked): test.py's results.json, else
+    the last validation when it was run that way (re-ranked when the run's config says
+    ``TEST.RE_RANKING``)."""
+    if kind in run.tests:
+        path, results = run.tests[kind]
         return results, os.path.relpath(path, run.path)
     if run.validation:
         epoch = max(run.validation)
         results = run.validation[epoch]
-        if ("NPO" in results) == (protocol == "new"):
+        if ("NPO" in results) == (kind[0] == "new") and bool(run.config.get("TEST.RE_RANKING")) == kind[1]:
             return results, f"val_results.json, epoch {epoch}"
     return None, ""
 
@@ -231,26 +258,25 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[Any]], list[st
 
     Metrics are fractions in [0, 1] here; :func:`write_table` shows them in percent."""
     keys = differing_keys(runs)
-    groups = [("standard", "", ("ALL",))]
-    if any(_protocol_results(r, "new")[0] for r in runs):
-        groups.append(("new", "new ", SPLITS))
+    # The standard protocol always (blanks say "not evaluated"); the other kinds where a run has them.
+    kinds = [k for k in PROTOCOLS if k == ("standard", False) or any(_protocol_results(r, k)[0] for r in runs)]
     header = ["run", *keys, "epochs", "best epoch", "best mAP"]
-    for _, prefix, splits in groups:
-        for split in splits:
-            label = prefix + (split + " " if prefix else "")
+    for kind in kinds:
+        for split in SPLITS if kind[0] == "new" else ("ALL",):
+            label = _PREFIX[kind] + (split + " " if kind[0] == "new" else "")
             header += [label + short for _, short in METRICS]
     rows, sources = [], []
     for run in runs:
         best = _best_epoch(run)
         row: list[Any] = [run.name, *(run.config.get(k) if run.config else None for k in keys), run.epochs or None,
                           best[0] if best else None, best[1] if best else None]
-        for protocol, _, splits in groups:
-            results, source = _protocol_results(run, protocol)
-            for split in splits:
+        for kind in kinds:
+            results, source = _protocol_results(run, kind)
+            for split in SPLITS if kind[0] == "new" else ("ALL",):
                 r = (results or {}).get(split)
                 row += [r.get(key) if r else None for key, _ in METRICS]
             if source:
-                sources.append(f"{run.name}: {protocol} protocol from {source}")
+                sources.append(f"{run.name}: {_kind_name(kind)} protocol from {source}")
         rows.append(row)
         sources += [f"{run.name}: {note}" for note in run.notes]
     return header, rows, sources
@@ -288,6 +314,94 @@ def write_table(runs: Sequence[Run], out: str) -> tuple[str, str, str]:
         writer.writerow(header)
         writer.writerows([["" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else v) for v in row]
                           for row in rows])
+    return text, md_path, csv_path
+
+
+def seed_groups(runs: Sequence[Run]) -> list[list[int]]:
+    """Indices of the runs with a config, grouped by their config without ``SOLVER.SEED`` (in first-seen
+    order); runs without a config (test-only folders) are in no group."""
+    groups: dict[str, list[int]] = {}
+    for i, run in enumerate(runs):
+        if run.config:
+            key = json.dumps({k: v for k, v in run.config.items() if k != SEED_KEY}, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1 in the denominator; None for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def seed_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[Any]]] | None:
+    """The over-seeds table: a row per config (:func:`seed_groups`) with the runs' names, their seeds,
+    ``n``, the config keys that differ between the groups, then for every metric column of
+    :func:`table_rows` (best mAP onwards) ``(mean, std, count)`` over the group's runs that have it
+    (``None`` when none has it; std None for one value).
+
+    Returns:
+        ``(header, rows)``, or None when no two runs differ only in ``SOLVER.SEED``.
+    """
+    groups = seed_groups(runs)
+    if not any(len(g) > 1 for g in groups):
+        return None
+    header, rows, _ = table_rows(runs)
+    first_metric = header.index("best mAP")
+    keys = [k for k in differing_keys([runs[g[0]] for g in groups]) if k != SEED_KEY] if len(groups) > 1 else []
+    out_header = ["runs", *keys, "seeds", "n", *header[first_metric:]]
+    out_rows = []
+    for group in groups:
+        first = runs[group[0]]
+        row: list[Any] = [", ".join(runs[i].name for i in group), *(first.config.get(k) for k in keys),
+                          ", ".join(str(runs[i].config.get(SEED_KEY, "-")) for i in group), len(group)]
+        for col in range(first_metric, len(header)):
+            values = [rows[i][col] for i in group if isinstance(rows[i][col], (int, float))]
+            row.append((*_mean_std(values), len(values)) if values else None)
+        out_rows.append(row)
+    return out_header, out_rows
+
+
+def _stat_cell(value: Any, n: int) -> str:
+    """``mean ± std`` in percent (one decimal); ``(k of n)`` when only k runs have the metric."""
+    if not isinstance(value, tuple):
+        return _cell(value, False)
+    mean, std, count = value
+    text = f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+    return text + (f" ({count} of {n})" if count != n else "")
+
+
+def write_seed_table(runs: Sequence[Run], out: str) -> tuple[str, str, str] | None:
+    """Write ``out/seeds.md`` (``mean ± std`` in percent) and ``out/seeds.csv`` (raw fractions: a mean
+    and a std column per metric) when some runs differ only in ``SOLVER.SEED``.
+
+    Returns:
+        ``(markdown table text, md path, csv path)``, or None (nothing written) without such runs.
+    """
+    table = seed_rows(runs)
+    if table is None:
+        return None
+    header, rows = table
+    first_metric = header.index("n") + 1
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        n = row[first_metric - 1]
+        lines.append("| " + " | ".join(_stat_cell(v, n) if i >= first_metric else _cell(v, False)
+                                       for i, v in enumerate(row)) + " |")
+    text = "\n".join(lines)
+    md_path, csv_path = os.path.join(out, "seeds.md"), os.path.join(out, "seeds.csv")
+    with open(md_path, "w") as f:
+        f.write(text + "\n\nMean ± sample standard deviation over the seeds of each config (n - 1 in the "
+                "denominator), Rank-1 / mAP / mINP in percent; n runs per config.\n")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header[:first_metric] + [f"{h} {stat}" for h in header[first_metric:] for stat in ("mean", "std")])
+        for row in rows:
+            stats = [("" if v is None or v[i] is None else v[i]) for v in row[first_metric:] for i in (0, 1)]
+            writer.writerow(["" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                             for v in row[:first_metric]] + stats)
     return text, md_path, csv_path
 
 
@@ -348,14 +462,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", metavar="DIR", default=os.path.join("logs", "summary"),
                         help="where runs.md, runs.csv and curves.png go (default logs/summary)")
     args = parser.parse_args(argv)
-    runs = [read_run(p) for p in args.runs]
-    for run, name in zip(runs, _run_names(args.runs)):
+    runs, paths, skipped = [], [], []
+    out = os.path.normpath(args.out)
+    for path in args.runs:
+        try:
+            runs.append(read_run(path))
+            paths.append(path)
+        except NotARunError as e:
+            if len(args.runs) == 1:
+                raise
+            skipped.append(path)
+            if os.path.normpath(path) != out:  # the summary folder itself, e.g. in logs/demo/*: no news
+                print(f"skipped {path}: not a run folder (no config.yaml, train_log.txt, val_results.json or "
+                      f"results.json)" if os.path.isdir(path) else f"skipped {path}: a file, not a run folder")
+    if not runs:
+        raise DataError(f"none of the {len(args.runs)} folders given is a run folder ({', '.join(skipped[:4])}"
+                        f"{' ...' if len(skipped) > 4 else ''}); pass OUTPUT_DIRs of train.py / test.py")
+    for run, name in zip(runs, _run_names(paths)):
         run.name = name
     os.makedirs(args.out, exist_ok=True)
     text, md_path, csv_path = write_table(runs, args.out)
+    seeds = write_seed_table(runs, args.out)
     png = plot_curves(runs, os.path.join(args.out, "curves.png"))
     print(text)
     print(f"\ntable: {md_path}, {csv_path}")
+    if seeds:
+        print(f"\nover seeds (mean ± std, n runs per config):\n\n{seeds[0]}\n\ntable: {seeds[1]}, {seeds[2]}")
     print(f"curves: {png}" if png else "curves: none (no run has a train_log.txt with loss lines or a validation)")
     return 0
 

@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""Draw where each part query of the TSD student decoder looks (the reference's ``vis_attn``, §7.5).
+"""Draw where each part query of the TSD student decoder looks (as the original code's vis_attn).
 
-    python tools/vis_attn.py --config_file configs/OCC_Duke/vit_base.yml [--num 16] [--images DIR] [--out DIR] \\
-        TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    .venv/bin/python tools/vis_attn.py [--num 16] [--images DIR] [--out DIR] TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
-For the first ``--num`` query images of the configured data set (or of the images under ``--images``,
-recursively, sorted) it writes ``<out>/<nnn>_<image name>.png``: the image, then for the background
-query and every part query the head-averaged cross-attention (min-max normalised, upsampled bicubic,
-JET colours blended 50/50 over the image), titled with the query name and the predicted visibility
-sigmoid(logit) of that part. ``index.png`` stacks the first images, ``visibility.json`` holds the
-numbers. ``<out>`` defaults to ``OUTPUT_DIR/vis_attn``.
+The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
+checkpoint without one). For the first ``--num`` query images of the configured data set (or of the
+images under ``--images``, recursively, sorted) it writes ``<out>/<nnn>_<image name>.png``: the image,
+then for the background query and every part query the head-averaged cross-attention (min-max
+normalised per map, upsampled bicubic, JET colours blended 50/50 over the image: red = where the query
+looks most), titled with the query name, the predicted visibility sigmoid(logit) of that part and
+whether it counts as visible (> 0.5: the part enters the distance). ``index.png`` stacks the first
+images, ``visibility.json`` holds the numbers. ``<out>`` defaults to ``OUTPUT_DIR/vis_attn``.
 
-Unlike the reference, each column carries its own part's visibility (the reference labels column k
-with slot k-1 of the returned [global, parts] vector, bug 9.20) and the background gets none.
+Unlike the original code, each column carries its own part's visibility (the original labels part k
+with the visibility of the part before it) and the background gets none. The maps of a small model
+trained briefly (the demo's tiny ViT) are diffuse and say little; those of a trained ViT-B show parts.
 """
 from __future__ import annotations
 
@@ -35,9 +37,9 @@ from torch import nn  # noqa: E402
 
 from tools._common import (  # noqa: E402
     display_image, eval_loader, figure_path, file_stem, folder_records, load_model, load_tool_cfg, parse_tool_args,
-    query_names, save_figure, tool_output_dir,
+    query_names, save_figure, tool_argparser, tool_output_dir,
 )
-from utils.cli import config_argparser, run_main  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 from utils.errors import ConfigError, DataError  # noqa: E402
 from utils.logger import get_logger  # noqa: E402
 
@@ -45,6 +47,9 @@ __all__ = ["AttentionRow", "attention_and_visibility", "head_mean_attention", "a
            "plot_attention", "main"]
 
 BLEND = 0.5  # weight of the heat map over the image (the reference's 50/50)
+VISIBLE_ABOVE = 0.5  # a part is visible when sigmoid(visibility logit) > this (model.tsd's eval forward)
+LEGEND = (f"student decoder cross-attention per query (each map min-max scaled, red = most)\n"
+          f"vis = predicted visibility: visible when > {VISIBLE_ABOVE} (then the part enters the distance)")
 INDEX_ROWS = 6  # images stacked in index.png
 
 
@@ -94,10 +99,12 @@ def head_mean_attention(attn: torch.Tensor, num_y: int, num_x: int) -> torch.Ten
 
 def attention_titles(part_names: Sequence[str], probs: Sequence[float]) -> list[str]:
     """Titles of the P+1 attention columns: the background query (no visibility: 'bg'), then part k
-    with its own visibility probability ``probs[k]`` = sigmoid(visb_logit_k)."""
+    with its own visibility probability ``probs[k]`` = sigmoid(visb_logit_k) and the verdict of the
+    threshold (``visible`` above :data:`VISIBLE_ABOVE`, else ``hidden``: 0.50 may round either way)."""
     if len(part_names) != len(probs):
         raise ValueError(f"{len(part_names)} part names for {len(probs)} visibility values")
-    return ["background\nbg"] + [f"{name}\nvis {float(p):.2f}" for name, p in zip(part_names, probs)]
+    return ["background\nbg"] + [f"{name}\nvis {float(p):.2f} {'visible' if p > VISIBLE_ABOVE else 'hidden'}"
+                                  for name, p in zip(part_names, probs)]
 
 
 def overlay(image: np.ndarray, attn_map: np.ndarray) -> np.ndarray:
@@ -113,24 +120,26 @@ def overlay(image: np.ndarray, attn_map: np.ndarray) -> np.ndarray:
 
 
 def plot_attention(rows: Sequence[AttentionRow]) -> Figure:
-    """A figure with one line per row: the image, then its P+1 overlays with their titles."""
+    """A figure with one line per row: the image, then its P+1 overlays with their titles (hidden
+    parts' titles in grey), and the :data:`LEGEND` at the bottom."""
     num_cols = 1 + rows[0].maps.shape[0]
     height, width = rows[0].image.shape[:2]
     panel_w = 1.1
     panel_h = panel_w * height / width + 0.35  # room for a two-line title
-    fig = Figure(figsize=(panel_w * num_cols, panel_h * len(rows)), layout="constrained")
+    fig = Figure(figsize=(panel_w * num_cols, panel_h * len(rows) + 0.2), layout="constrained")  # + the legend
     for ax_row, row in zip(fig.subplots(len(rows), num_cols, squeeze=False), rows):
         panels = [row.image] + [overlay(row.image, m) for m in row.maps]
         for ax, panel, title in zip(ax_row, panels, [row.caption, *row.titles]):
             ax.imshow(panel)
-            ax.set_title(title, fontsize=6.5)
+            ax.set_title(title, fontsize=6.5, color="0.5" if title.endswith("hidden") else "black")
             ax.axis("off")
+    fig.supxlabel(LEGEND, fontsize=5)
     return fig
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
-    parser = config_argparser(__doc__.splitlines()[0])
+    parser = tool_argparser(__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, default=16, help="number of images (default 16)")
     parser.add_argument("--images", metavar="DIR", help="draw the images under DIR instead of the query split")
     parser.add_argument("--out", metavar="DIR", help="output folder (default OUTPUT_DIR/vis_attn)")

@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """Draw the top-K gallery of query images under the configured evaluation protocol.
 
-    python tools/vis_rank.py --config_file configs/OCC_Duke/vit_base.yml [--num-queries 8] [--topk 10] [--out DIR] \\
-        TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    .venv/bin/python tools/vis_rank.py [--num-queries 8] [--topk 10] [--out DIR] TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
-Evaluates the val set (query + gallery) exactly like ``test.py`` — same features, visibility-weighted
+The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
+checkpoint without one; ``KEY VALUE`` pairs override it, e.g. ``DATASETS.NAMES new_occ_duke
+TEST.NEW_METRIC True``). Evaluates the val set (query + gallery) exactly like ``test.py`` — same features, visibility-weighted
 part distance and protocol (``TEST.NEW_METRIC``, ``TEST.RE_RANKING``, ``TEST.FLIP_FEATS``) — logs the
 metrics, and for ``--num-queries`` queries (half rank-1 failures, half successes, spread over the
-query list) writes ``<out>/<nnn>_<query name>.png``: the query and its top-K gallery images with
-green (same identity) / red (other identity) frames, their distances, and per-part visibility
-squares (coloured = visible, used in the distance). Gallery images the protocol removes for that query
+query list) writes ``<out>/<nnn>_<query name>.png``: the query (blue frame) and its top-K gallery
+images with green (same identity) / red (other identity) frames, their distances to the query ``d``
+(lower = closer), and a strip of per-part visibility squares under each image (for 'five' H A T L F:
+head, arm, torso, leg, feet; coloured = predicted visible, used in the distance; grey = hidden). A
+legend at the bottom of every picture says the same. Gallery images the protocol removes for that query
 (same identity and camera; on the new benchmark also the ignored occlusion labels) are skipped, as in
 the evaluation. ``ranking.json`` lists the drawn rankings. ``<out>`` defaults to ``OUTPUT_DIR/vis_rank``.
 """
@@ -32,18 +35,19 @@ from matplotlib.figure import Figure  # noqa: E402
 from evaluation.protocols import HOLISTIC_LABEL, NEW_PROTOCOL_IGNORED  # noqa: E402
 from tools._common import (  # noqa: E402
     display_image, figure_path, load_model, load_tool_cfg, parse_tool_args, part_abbrev, query_names,
-    save_figure, tool_output_dir,
+    save_figure, tool_argparser, tool_output_dir,
 )
-from utils.cli import config_argparser, run_main  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 from utils.logger import get_logger  # noqa: E402
 
-__all__ = ["RankedImage", "pick_queries", "protocol_removed", "ranked_gallery", "plot_ranking", "main"]
+__all__ = ["RankedImage", "pick_queries", "protocol_removed", "ranked_gallery", "ranking_legend", "plot_ranking", "main"]
 
 FRAME = {True: (0.1, 0.75, 0.2), False: (0.9, 0.1, 0.1), None: (0.55, 0.55, 0.55)}  # match / non-match / unknown
 QUERY_FRAME = (0.1, 0.3, 0.9)
 VISIBLE, HIDDEN = (0.15, 0.6, 0.25), (0.85, 0.85, 0.85)
 FRAME_PX = 5
 STRIP_PX = 22  # height of the visibility squares under an image
+VISIBLE_AT = 0.5  # vis >= this is drawn as visible (the binary visibilities are 0 / 1)
 
 
 @dataclass
@@ -112,7 +116,7 @@ def _draw(ax: Axes, item: RankedImage, size: Sequence[int], frame: Sequence[floa
     if labels:
         strip = np.ones((STRIP_PX, width, 3))
         cell = width / len(labels)
-        for k, visible in enumerate(np.asarray(item.vis) >= 0.5):
+        for k, visible in enumerate(np.asarray(item.vis) >= VISIBLE_AT):
             strip[3:-2, int(k * cell) + 1 : int((k + 1) * cell) - 1] = VISIBLE if visible else HIDDEN
             ax.text((k + 0.5) * cell, height + STRIP_PX / 2 + 0.5, labels[k], ha="center", va="center",
                     fontsize=5, color="white" if visible else "0.45", fontweight="bold")
@@ -122,17 +126,30 @@ def _draw(ax: Axes, item: RankedImage, size: Sequence[int], frame: Sequence[floa
     ax.axis("off")
 
 
+def ranking_legend(part_names: Sequence[str], identities: bool) -> str:
+    """The legend under a ranking picture: frames (``identities``: whether match colours are drawn),
+    the distance, and the visibility strip's letters."""
+    frames = ("frames: blue query, green same identity, red other identity; " if identities
+              else "frames: blue query, grey gallery (identities unknown); ")
+    lines = [frames + "d = distance to the query (lower = closer; ranked by it)"]
+    if part_names:
+        letters = ", ".join(f"{part_abbrev(n)} {n.replace('_', ' ')}" for n in part_names)
+        lines.append(f"squares: {letters}; coloured = predicted visible (used in the distance), grey = hidden")
+    return "\n".join(lines)
+
+
 def plot_ranking(query: RankedImage, gallery: Sequence[RankedImage], part_names: Sequence[str],
                  size: Sequence[int], title: str = "") -> Figure:
     """The query (blue frame), a gap, then the ranked gallery images (frames by ``match``); under each
-    image one square per part, coloured when the part is visible.
+    image one square per part, coloured when the part is visible; the :func:`ranking_legend` at the
+    bottom.
 
     Args:
         part_names: the P part names (abbreviated in the squares: 'H A T L F' for 'five').
         size: (H, W) at which the images are shown.
     """
     labels = [part_abbrev(n) for n in part_names]
-    fig = Figure(figsize=(1.0 * (len(gallery) + 1.3), 2.75), layout="constrained")
+    fig = Figure(figsize=(1.0 * (len(gallery) + 1.3), 2.95), layout="constrained")  # + the legend
     axes = fig.subplots(1, len(gallery) + 2, width_ratios=[1, 0.3] + [1] * len(gallery))
     _draw(axes[0], query, size, QUERY_FRAME, labels)
     axes[1].axis("off")
@@ -140,12 +157,13 @@ def plot_ranking(query: RankedImage, gallery: Sequence[RankedImage], part_names:
         _draw(ax, item, size, FRAME[item.match], labels)
     if title:
         fig.suptitle(title, fontsize=7)
+    fig.supxlabel(ranking_legend(part_names, any(item.match is not None for item in gallery)), fontsize=5)
     return fig
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
-    parser = config_argparser(__doc__.splitlines()[0])
+    parser = tool_argparser(__doc__.splitlines()[0])
     parser.add_argument("--num-queries", type=int, default=8, help="number of queries to draw (default 8)")
     parser.add_argument("--topk", type=int, default=10, help="gallery images per query (default 10)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default OUTPUT_DIR/vis_rank)")
@@ -180,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         query = RankedImage(paths[qi], vis[qi], f"query\nid {pids[qi]} cam {camids[qi] + 1}")
         gallery = [
             RankedImage(paths[num_query + j], vis[num_query + j],
-                        f"#{r + 1}  {distmat[qi, j]:.3f}\nid {pids[num_query + j]} cam {camids[num_query + j] + 1}",
+                        f"#{r + 1}  d {distmat[qi, j]:.3f}\nid {pids[num_query + j]} cam {camids[num_query + j] + 1}",
                         bool(pids[num_query + j] == pids[qi]))
             for r, j in enumerate(top)
         ]

@@ -43,9 +43,10 @@ def resolve_device(requested: str) -> str:
 
 
 def apply_device_id(device_id: str) -> None:
-    """Export ``MODEL.DEVICE_ID`` as ``CUDA_VISIBLE_DEVICES`` (single-process runs, before CUDA init)."""
+    """Export ``MODEL.DEVICE_ID`` (``'0'``, ``'0,1'``: the config loader reads every written form as this
+    text) as ``CUDA_VISIBLE_DEVICES`` (single-process runs, before CUDA init; a set variable wins)."""
     if "LOCAL_RANK" not in os.environ and device_id:
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(device_id).strip("()'\" "))
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", device_id)
 
 
 def atomic_write_json(obj, path: str) -> None:
