@@ -29,7 +29,7 @@ def main() -> int:
     from processor.checkpointer import check_weight_config
     from processor.inference import evaluate, format_results, results_to_json
     from utils.logger import setup_logger
-    from utils.misc import apply_device_id, resolve_device
+    from utils.misc import apply_device_id, resolve_device, set_tf32
 
     apply_device_id(cfg.MODEL.DEVICE_ID)  # before the first CUDA query
     check_device(cfg.MODEL.DEVICE)
@@ -39,6 +39,7 @@ def main() -> int:
     check_test_weight(cfg)
     check_weight_config(cfg.TEST.WEIGHT, cfg)
     device = resolve_device(cfg.MODEL.DEVICE)
+    set_tf32(cfg.MODEL.TF32, device)
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)
     model = make_model(cfg, num_classes, camera_num, view_num)
     model.load_param(cfg.TEST.WEIGHT)

@@ -45,3 +45,14 @@ def apply_device_id(device_id: str) -> None:
     """Export ``MODEL.DEVICE_ID`` as ``CUDA_VISIBLE_DEVICES`` (single-process runs, before CUDA init)."""
     if "LOCAL_RANK" not in os.environ and device_id:
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(device_id).strip("()'\" "))
+
+
+def set_tf32(enabled: bool, device: str) -> None:
+    """``MODEL.TF32``: let CUDA float32 matrix products use TF32 tensor cores (on ``device`` 'cuda').
+
+    Sets ``torch.backends.cuda.matmul.allow_tf32`` (CUDA only: not ``torch.set_float32_matmul_precision``,
+    which would also lower oneDNN's CPU matmuls). Off leaves torch's default (full float32 matmuls;
+    cuDNN convolutions use TF32 by default either way).
+    """
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
