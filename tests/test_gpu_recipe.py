@@ -10,18 +10,17 @@ library never silently changes the precision a run asked for).
 """
 from __future__ import annotations
 
-import collections
 import datetime
 import os
 import socket
-import traceback
 
 import pytest
 import torch
 from torch import nn
 
 from processor.trainer import HookBase
-from tests.test_train import REPO, tiny_cfg
+from tests.test_train import tiny_cfg
+from tools.bench_train import count_host_reads
 
 # The paper's solver (configs/OCC_Duke/vit_base.yml) on the tiny demo model.
 SGD_OPTS = ("SOLVER.OPTIMIZER_NAME", "SGD", "SOLVER.BASE_LR", "0.008", "SOLVER.BIAS_LR_FACTOR", "2",
@@ -215,29 +214,6 @@ def test_fp16_gradscaler_training_compiled(synthetic_root, tmp_path, monkeypatch
 
 # ----------------------------------------------------------------------------------- host-device syncs
 
-# Tensor methods that copy a value to the host: on a GPU each one waits for every queued kernel.
-HOST_READS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy")
-
-
-def count_host_reads(monkeypatch, fn) -> collections.Counter:
-    """Run ``fn()`` counting the calls of :data:`HOST_READS` (by method and caller ``file:line``)."""
-    counts: collections.Counter = collections.Counter()
-    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
-
-    def counting(name):
-        def read(self, *args, **kwargs):
-            frame = traceback.extract_stack(limit=2)[0]
-            counts[f"{name} {os.path.relpath(frame.filename, REPO)}:{frame.lineno}"] += 1
-            return originals[name](self, *args, **kwargs)
-        return read
-
-    with monkeypatch.context() as m:
-        for name in HOST_READS:
-            m.setattr(torch.Tensor, name, counting(name))
-        fn()
-    return counts
-
-
 @pytest.mark.parametrize("fp16", [False, True], ids=["demo-config", "fp16-gradscaler-fused-sgd"])
 def test_a_training_step_reads_the_device_once(synthetic_root, tmp_path, monkeypatch, fp16):
     """One ``Trainer.run_step`` of the tiny config (batched augmentation on the device, every loss, the
@@ -258,7 +234,8 @@ def test_a_training_step_reads_the_device_once(synthetic_root, tmp_path, monkeyp
     batches = iter(trainer.train_loader)
     trainer.run_step(next(batches))  # the first step sets up lazily (optimizer state, scaler)
     batch = next(batches)
-    counts = count_host_reads(monkeypatch, lambda: trainer.run_step(batch))
+    with count_host_reads() as counts:
+        trainer.run_step(batch)
     assert trainer.step_terms, "the step was skipped"
     assert counts == {"item utils/comm.py:" + str(_all_true_read_line()): 1}, counts
 
@@ -509,3 +486,79 @@ def test_a_collective_timeout_is_one_line_naming_the_key(monkeypatch):
     with pytest.raises(comm.DistTimeoutError, match=r"^rank 1 waited longer .* at the end of the evaluation "
                                                     r"\(rank 0 computes the metrics\) .*raise SOLVER.DIST_TIMEOUT"):
         comm.synchronize("the end of the evaluation (rank 0 computes the metrics)")
+
+
+# ----------------------------------------------------------------------------------- benchmarks and tools
+
+
+def test_bench_train_measures_one_model_at_a_time(monkeypatch):
+    """Each setting's peak memory must be its own: before, all six ViT-B settings were built first and
+    every peak counted the other five (~6.5 GB too high)."""
+    import sys
+    import weakref
+
+    from tools import bench_train
+
+    alive: set[int] = set()
+    most = []
+
+    class Stub:
+        """A trainer whose step does nothing; counts how many exist while one runs."""
+
+        def __init__(self):
+            alive.add(id(self))
+            weakref.finalize(self, alive.discard, id(self))
+
+        def run_step(self, data):
+            most.append(len(alive))
+
+    monkeypatch.setattr(bench_train, "build", lambda *a, **k: (Stub(), None))
+    monkeypatch.setattr(bench_train, "free", lambda compiled: None, raising=False)
+    monkeypatch.setattr(sys, "argv", ["bench_train.py", "--no-host", "--iters", "1", "--warmup", "1"])
+    threads = torch.get_num_threads()
+    try:
+        bench_train.main()
+    finally:
+        torch.set_num_threads(threads)
+    assert most and max(most) == 1, most
+
+
+def test_gpu_report_resets_dynamo_between_rows(monkeypatch, tmp_path):
+    """A compiled row's graphs (and on CUDA their graph memory pools) must not count in the next row."""
+    from tools import gpu_report
+
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    report = gpu_report.Report(budget_s=60, out=None, header=["title"])
+    report.run("train step", "compiled", lambda: {"img/s": "1"})
+    assert resets == [1]
+
+
+def test_vis_rank_applies_device_id_before_the_first_cuda_query(synthetic_root, tmp_path, monkeypatch):
+    """``MODEL.DEVICE_ID`` becomes CUDA_VISIBLE_DEVICES before anything asks CUDA (the loader's
+    ``pin_memory`` does); once CUDA is initialised the variable no longer counts (before: it was set after
+    the loaders, i.e. too late)."""
+    from tests.test_train import DEMO_CFG
+    from tools import vis_rank
+
+    class FirstCudaQuery(Exception):
+        pass
+
+    seen = []
+
+    def query(*args, **kwargs):
+        seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        raise FirstCudaQuery
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # so that teardown restores "unset"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    for name in ("is_available", "device_count", "current_device", "init"):
+        monkeypatch.setattr(torch.cuda, name, query)
+    weight = tmp_path / "transformer_1.pth"
+    weight.write_bytes(b"")
+    with pytest.raises(FirstCudaQuery):
+        vis_rank.main(["--config_file", DEMO_CFG, "MODEL.DEVICE", "cuda", "MODEL.DEVICE_ID", "'3'", "DATASETS.ROOT_DIR",
+                       synthetic_root, "TEST.WEIGHT", str(weight), "OUTPUT_DIR", str(tmp_path), "INPUT.SIZE_TEST",
+                       "[64, 32]", "DATALOADER.NUM_WORKERS", "0"])
+    assert seen == ["3"]

@@ -53,13 +53,15 @@ def load_tool_cfg(args: argparse.Namespace, need_weight: bool = True) -> CfgNode
     (``TEST.WEIGHT``) overwrites every backbone weight, so the ImageNet file is never needed.
 
     Checks the checkpoint path (unless ``need_weight`` is False: a tool running an exported model) and
-    the model kind first, before any data is read.
+    the model kind first, before any data is read, and exports ``MODEL.DEVICE_ID`` as
+    ``CUDA_VISIBLE_DEVICES`` before anything queries CUDA (the loaders do).
 
     Raises:
         CheckpointError: no ``TEST.WEIGHT`` or a missing file.
         ConfigError: an SIE model (the tools have no camera / view ids to feed it).
     """
     cfg = load_eval_cfg(args.config_file, args.opts)
+    apply_device_id(cfg.MODEL.DEVICE_ID)
     if need_weight:
         check_test_weight(cfg)
     if cfg.MODEL.SIE_CAMERA or cfg.MODEL.SIE_VIEW:
@@ -95,7 +97,6 @@ def load_model(cfg: CfgNode, num_classes: int, camera_num: int = 0, view_num: in
     """
     from model import make_model  # the model package pulls in timm: import it only when needed
 
-    apply_device_id(cfg.MODEL.DEVICE_ID)
     device = resolve_device(cfg.MODEL.DEVICE)
     model = make_model(cfg, num_classes, camera_num, view_num)
     model.load_param(cfg.TEST.WEIGHT)
