@@ -264,7 +264,7 @@ def open_cache(cfg, name: str, records: Sequence[ImageRecord], grouping: str | N
             raise ConfigError(f"cannot write the training-data cache {folder} ({e.strerror or e}); set "
                               f"DATALOADER.CACHE_DIR to a writable folder with room for it, or DATALOADER.CACHE "
                               f"False") from e
-    comm.synchronize("the training-data cache (local rank 0 builds it)")
+    comm.synchronize()
     if not os.path.isfile(os.path.join(folder, "meta.json")):
         raise DataError(f"the training-data cache {folder} was not built (this process has LOCAL_RANK "
                         f"{os.environ.get('LOCAL_RANK', '0')}; local rank 0 builds it); check that it can write "
