@@ -110,7 +110,7 @@ def init_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
     for group in optimizer.param_groups:
         if group["momentum"] != 0:
             for p in group["params"]:
-                optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p, memory_format=torch.preserve_format))
+                optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
 
 
 def _fast_update(opt_cls: type, groups: list[dict]) -> dict:

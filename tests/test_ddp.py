@@ -121,7 +121,8 @@ def test_two_torchrun_nodes_with_c10d_rendezvous_end_with_the_same_weights(synth
     """Two launchers on localhost, as two machines would run them: same code, config and data paths, a
     c10d rendezvous at node 0's address, each node its own OUTPUT_DIR (no shared storage needed)."""
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(repo=REPO, poison_rank=-1, poison_term="mimic"))  # no NaN: only the weights are saved
+    # no NaN: only the weights are saved
+    driver.write_text(DRIVER.format(repo=REPO, poison_rank=-1, poison_term="mimic"))
     endpoint = f"127.0.0.1:{free_port()}"
     procs, outs = [], []
     for node in range(2):

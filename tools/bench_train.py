@@ -13,7 +13,7 @@ lr and weight decay, one host read) against the earlier step reproduced in the s
 tensor as in the reference, and the host reads of the part triplet's ``if torch.isinf(loss)`` and of the
 erasing rectangles), each with its parameter-group count and host reads per step (counted).
 
-    python tools/bench_train.py                           # CPU: host time; ViT-B and tiny, fp32 / bf16, eager + compiled
+    python tools/bench_train.py                           # CPU: host time; ViT-B, tiny: fp32 / bf16, eager + compiled
     python tools/bench_train.py --device cuda --batch 64  # GPU: fp16 AMP (GradScaler), bf16, fp32, each eager +
                                                           # compiled, peak memory
 """
