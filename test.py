@@ -51,7 +51,7 @@ def main() -> int:
     from processor.checkpointer import check_weight_config
     from processor.inference import evaluate, format_results, results_to_json
     from utils.logger import setup_logger
-    from utils.misc import apply_device_id, resolve_device
+    from utils.misc import apply_device_id, resolve_device, set_tf32
 
     check_test_weight(cfg)
     check_weight_config(cfg.TEST.WEIGHT, cfg)  # a config that does not fit the weights: the first thing to fix
@@ -63,6 +63,7 @@ def main() -> int:
     logger.info(f"config {config_file}" + (" (the run's own)" if not args.config_file else "")
                 + (f", overrides {args.opts}" if args.opts else ""))
     device = resolve_device(cfg.MODEL.DEVICE)
+    set_tf32(cfg.MODEL.TF32, device)
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)
     model = make_model(cfg, num_classes, camera_num, view_num)
     model.load_param(cfg.TEST.WEIGHT)

@@ -34,10 +34,11 @@ def build_trainer(cfg, resume: str | None = None):
     from solver import create_scheduler, make_optimizer
     from utils import comm
     from utils.logger import get_logger
-    from utils.misc import resolve_device
+    from utils.misc import resolve_device, set_tf32
 
     logger = get_logger()
     device = resolve_device(cfg.MODEL.DEVICE)
+    set_tf32(cfg.MODEL.TF32, device)
     train_loader, val_loader, num_query, num_classes, camera_num, view_num = make_dataloader(cfg)
     model = make_model(cfg, num_classes, camera_num, view_num).to(device)
     loss_fn = make_loss(cfg, num_classes)
@@ -47,9 +48,12 @@ def build_trainer(cfg, resume: str | None = None):
     if cfg.SOLVER.COMPILE:  # before the DDP wrapper, so that evaluation (on the bare model) is compiled too
         compile_model(model, cfg.SOLVER.COMPILE_MODE)
     if comm.get_world_size() > 1:
-        # The reference keeps parameters that never receive gradients (checkpoint compatibility).
+        # The reference keeps parameters that never receive gradients (checkpoint compatibility): DDP
+        # either looks for them after every forward (find_unused_parameters) or, with a static graph,
+        # learns them in the first step (SOLVER.DDP_STATIC_GRAPH; same gradients, no per-step search).
+        static = cfg.SOLVER.DDP_STATIC_GRAPH
         model = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
-                                        find_unused_parameters=True)
+                                        find_unused_parameters=not static, static_graph=static)
     trainer = Trainer(model, loss_fn, optimizer, scheduler, train_loader, device, cfg.SOLVER.MAX_EPOCHS,
                       amp_dtype=amp_dtype, use_scaler=use_scaler, max_nonfinite=cfg.SOLVER.MAX_NONFINITE,
                       accuracy_fn=accuracy, batch_transform=make_batch_transform(cfg))
@@ -121,7 +125,7 @@ def main() -> int:
     check_device(cfg.MODEL.DEVICE)
     output_dir = cfg.OUTPUT_DIR or "logs/default"
     check_output_dir(output_dir)
-    rank, _ = comm.init_distributed(resolve_device(cfg.MODEL.DEVICE))
+    rank, _ = comm.init_distributed(resolve_device(cfg.MODEL.DEVICE), cfg.SOLVER.DIST_TIMEOUT_MINUTES)
     if not cfg.OUTPUT_DIR:
         cfg.defrost(); cfg.OUTPUT_DIR = output_dir; cfg.freeze()
     # No run is lost: a folder that a training writes now is refused, and one that holds a run only with
@@ -133,7 +137,8 @@ def main() -> int:
     if deleted:
         logger.warning(f"{OVERWRITE_FLAG}: deleted the earlier run's {', '.join(map(os.path.basename, deleted))}")
     if comm.is_dist():
-        logger.info(f"torch.distributed: {comm.backend()} backend, rank {rank} of {comm.get_world_size()}")
+        logger.info(f"torch.distributed: {comm.backend()} backend, rank {rank} of {comm.get_world_size()}, collectives "
+                    f"time out after {cfg.SOLVER.DIST_TIMEOUT_MINUTES:g} min ({comm.TIMEOUT_KEY})")
     if resume == "auto":
         resume = os.path.join(output_dir, "last.pth")
     if resume:  # before any data is read, and before config.yaml is replaced

@@ -20,6 +20,12 @@ _C.MODEL.DEVICE = "cuda"
 # GPUs to use, exported as CUDA_VISIBLE_DEVICES before CUDA is initialised (single-process runs only;
 # under torchrun set CUDA_VISIBLE_DEVICES yourself). Written as 1, 0,1 or '0' (YAML or command line).
 _C.MODEL.DEVICE_ID = "0"
+# (new) CUDA: float32 matrix products on TF32 tensor cores (torch.backends.cuda.matmul.allow_tf32), in
+# training and evaluation: much faster float32 on Ampere and later GPUs, ~1e-3 relative rounding per
+# product, so off by default (torch's default: full float32 matmuls; cuDNN convolutions, i.e. the patch
+# embedding, use TF32 either way). Acts on float32 only: under SOLVER.AMP / TEST.AMP autocast the
+# products run in float16 / bfloat16 anyway. No effect on a CPU.
+_C.MODEL.TF32 = False
 # Prefix of the periodic checkpoints: OUTPUT_DIR/{NAME}_{epoch}.pth
 _C.MODEL.NAME = "transformer"
 # 'imagenet': load MODEL.PRETRAIN_PATH into the ViT backbone; 'self': load a full TSD checkpoint
@@ -164,6 +170,17 @@ _C.SOLVER.COMPILE = False
 _C.SOLVER.COMPILE_MODE = "default"
 # (new) Abort after this many consecutive iterations with a non-finite loss (each one is skipped).
 _C.SOLVER.MAX_NONFINITE = 5
+# (new) torchrun: how long a collective (gradient all-reduce, barrier, gather) waits for the other
+# ranks before failing the run, in minutes. Ranks wait while local rank 0 builds DATALOADER.CACHE and
+# while rank 0 computes the metrics (+ re-ranking) of an evaluation: minutes for an MSMT17-size set
+# (~3.5 / ~8.5 min on 2 CPU threads), longer than torch's NCCL default of 10 min allows for.
+_C.SOLVER.DIST_TIMEOUT_MINUTES = 60.0
+# (new) torchrun: DistributedDataParallel with static_graph=True instead of find_unused_parameters=True
+# (the reference's). The parameters that never get a gradient (kept for checkpoint compatibility) are
+# learnt in the first step instead of searched for in the autograd graph after every forward: less CPU
+# time per step. The same training up to float rounding (the gradients differ in the last bits from the
+# second step on; 1e-7 of the weights' norm after 3 tiny AdamW steps), hence off by default.
+_C.SOLVER.DDP_STATIC_GRAPH = False
 # (new) Also write TensorBoard event files to OUTPUT_DIR/tb (needs the tensorboard package).
 _C.SOLVER.TENSORBOARD = False
 
@@ -192,6 +209,11 @@ _C.TEST.RE_RANKING_K2 = 6
 _C.TEST.RE_RANKING_LAMBDA = 0.3
 # (new) Average the features of the image and its horizontal flip.
 _C.TEST.FLIP_FEATS = False
+# (new) Extract features under autocast with SOLVER.AMP_DTYPE (float16 / bfloat16) on the rules of
+# SOLVER.AMP (on a CPU bfloat16 only where it is native). Faster on GPUs; features and distances then
+# carry half-precision rounding (metrics may move by ~0.1 point), so off by default (float32, the
+# reference).
+_C.TEST.AMP = False
 # (new) Also report Rank-1 / mAP of each token alone (global, then each part of INPUT.MASK_PREPROCESS
 # by name), in the printed table, results.json and val_results.json. A token alone ranks by its own
 # Euclidean distance; queries that do not see it are left out (its 'queries' count) and gallery images

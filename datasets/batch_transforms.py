@@ -95,7 +95,8 @@ def batch_collate(batch) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tens
 
     Returns:
         ``(imgs (B,3,H,W) uint8, pids, camids, viewids (B,) int64, aug)``; ``aug`` holds ``flip`` (B,)
-        bool, ``crop`` (B, 2) top/left, ``erase`` (B, 4) i/j/h/w, ``noise`` (sum 3*h*w,) float32 in
+        bool, ``crop`` (B, 2) top/left, ``erase`` (B, 4) i/j/h/w (``erase_boxes``: the same as a list of
+        int tuples), ``noise`` (sum 3*h*w,) float32 in
         batch order and, with masks, ``parts`` (B, P, h_max, w_max) zero-padded and ``part_sizes`` (B, 2).
     """
     imgs, pids, camids, viewids, parts, params = zip(*batch)
@@ -103,6 +104,9 @@ def batch_collate(batch) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tens
         "flip": torch.tensor([p["flip"] for p in params]),
         "crop": torch.tensor([(p["top"], p["left"]) for p in params]),
         "erase": torch.tensor([p["erase"] for p in params]),
+        # The same rectangles as host integers: the CPU's erasing loop slices with them without reading
+        # the (by then device) tensor back.
+        "erase_boxes": [tuple(p["erase"]) for p in params],
         "noise": torch.cat([p["noise"] for p in params]),
     }
     if parts[0] is not None:
@@ -181,7 +185,7 @@ class BatchTrainTransform:
         # v2.ToDtype(scale=True) + v2.Normalize, operation for operation.
         mean, std = self._mean_std(dev)
         out = pixels.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
-        erasing = _Erasing(aug["erase"], self.size, self.vectorised_erasing)
+        erasing = _Erasing(aug["erase"], self.size, self.vectorised_erasing, aug.get("erase_boxes"))
         erasing.fill(out, aug["noise"])
 
         masks = None
@@ -225,11 +229,13 @@ class _Erasing:
     """The erasing rectangles of a batch, ``erase`` (B, 4) i/j/h/w (h = 0: none) in a (H, W) image.
 
     On the GPU one vectorised pass over the batch; on the CPU, where a pass over the whole batch costs
-    more than a few small copies, a loop over the erased samples. Both write the same values.
+    more than a few small copies, a loop over the erased samples, slicing with ``boxes`` (the same
+    rectangles as host integers, from the collate) when given. Both write the same values.
     """
 
-    def __init__(self, erase: Tensor, size: Sequence[int], vectorised: bool | None = None):
-        self.erase, self.size = erase, tuple(size)
+    def __init__(self, erase: Tensor, size: Sequence[int], vectorised: bool | None = None,
+                 boxes: Sequence[Sequence[int]] | None = None):
+        self.erase, self.size, self.boxes = erase, tuple(size), boxes
         self.loop = erase.device.type == "cpu" if vectorised is None else not vectorised
         if not self.loop:
             i, j, eh, ew = erase.unbind(1)
@@ -250,7 +256,7 @@ class _Erasing:
                 x.masked_scatter_(self.inside.expand(b, c, *self.size), values)
             return
         offset = 0
-        for k, (i, j, eh, ew) in enumerate(self.erase.tolist()):
+        for k, (i, j, eh, ew) in enumerate(self.boxes if self.boxes is not None else self.erase.tolist()):
             if eh == 0:
                 continue
             if per_channel:

@@ -122,7 +122,12 @@ class PartTripletLoss(nn.Module):
             0-d loss.
         """
         d_ap, d_an = hard_example_mining(part_euclidean_dist(feats, feats), labels)
-        loss = _ranking_loss(d_ap, d_an, None)
-        if torch.isinf(loss):
-            loss = _ranking_loss(d_ap, d_an, self.fallback_margin)
-        return loss
+        # The reference's ``if torch.isinf(loss)``, decided on the device: a host read of the loss would
+        # stall a GPU every step. Same values and gradients: where the hinge is taken, the soft branch
+        # is recomputed at a zero gap (finite, zero gradient) instead of back-propagating 0 x NaN
+        # through the overflowed exp.
+        with torch.no_grad():
+            overflow = torch.isinf(_ranking_loss(d_ap, d_an, None))
+        zero = torch.zeros((), dtype=d_ap.dtype, device=d_ap.device)
+        soft = _ranking_loss(torch.where(overflow, zero, d_ap), torch.where(overflow, zero, d_an), None)
+        return torch.where(overflow, _ranking_loss(d_ap, d_an, self.fallback_margin), soft)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from solver import init_momentum_buffers, regroup_state
 from utils import comm
 from utils.cli import ALLOW_CONFIG_CHANGE_FLAG, CONFIG_FILE, OVERWRITE_FLAG, run_config_beside
 from utils.errors import CheckpointError
@@ -39,7 +40,8 @@ MODEL_KEYS = ("MODEL.ARCH", "MODEL.TRANSFORMER_TYPE", "MODEL.NUM_PARTS", "INPUT.
 # that compute the same numbers (the cache and the batched augmentation give bitwise the batches of
 # the per-sample path; a compiled model computes the same function), not the training numbers.
 RESUME_FREE_KEYS = ("OUTPUT_DIR", "DATASETS.ROOT_DIR", "DATALOADER.NUM_WORKERS", "DATALOADER.CACHE",
-                    "INPUT.BATCH_AUGMENT", "SOLVER.COMPILE", "MODEL.DEVICE", "MODEL.PRETRAIN_CHOICE",
+                    "INPUT.BATCH_AUGMENT", "SOLVER.COMPILE", "SOLVER.DDP_STATIC_GRAPH", "SOLVER.DIST_TIMEOUT_MINUTES",
+                    "MODEL.DEVICE", "MODEL.PRETRAIN_CHOICE",
                     "MODEL.PRETRAIN_PATH", "SOLVER.LOG_PERIOD", "SOLVER.EVAL_PERIOD", "SOLVER.CHECKPOINT_PERIOD",
                     "SOLVER.TENSORBOARD", "TEST.")
 _TMP_NAME = re.compile(r".*\.tmp\.(\d+)$")
@@ -114,19 +116,30 @@ def rng_state() -> dict:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # This process's GPU only: under torchrun every rank saves its own (``rng_per_rank``), and a
+        # run resumed with fewer visible GPUs (a 4-GPU torchrun continued in one process, a SLURM
+        # task that sees one GPU) has no device to restore the others' states to.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` saved."""
+    """Restore what :func:`rng_state` saved (the CUDA state onto this process's current GPU)."""
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gauss"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, (list, tuple)):  # earlier versions saved every visible GPU's state
+            device = torch.cuda.current_device()
+            if device >= len(cuda):
+                get_logger().warning(f"the checkpoint holds the CUDA random state of {len(cuda)} GPU(s), none for "
+                                     f"GPU {device}: its CUDA random stream starts afresh")
+                return
+            cuda = cuda[device]
+        torch.cuda.set_rng_state(cuda)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -410,9 +423,7 @@ class Checkpointer:
             first = lines[1].strip() if len(lines) > 1 else lines[0]
             raise CheckpointError(f"cannot resume from {path}: it does not fit the model ({first}); "
                                   f"start a new OUTPUT_DIR") from e
-        for obj, key in ((self.optimizer, "optimizer"), (self.scheduler, "scheduler"), (self.scaler, "scaler")):
-            if obj is not None and state.get(key) is not None:
-                obj.load_state_dict(state[key])
+        self._load_solver(state, path)
         rank, world = comm.get_rank(), comm.get_world_size()
         per_rank = state.get("rng_per_rank")
         if per_rank is not None and len(per_rank) == world:
@@ -429,3 +440,29 @@ class Checkpointer:
                 hook.load_state_dict(saved_hooks[key])
         get_logger().info(f"resumed from {path} (epoch {state['epoch']})")
         return int(state["epoch"])
+
+    def _load_solver(self, state: dict, path: str) -> None:
+        """Optimizer, scheduler and GradScaler states of ``state`` into this run's objects.
+
+        The optimizer state moves onto this run's parameter groups by parameter name
+        (:func:`solver.regroup_state`: files of earlier versions hold one group per tensor). A scaler
+        state saved with the scaler disabled (``{}``: fp32 or bf16, or a CPU run) leaves an enabled one
+        at its initial scale, e.g. a CPU run continued on a GPU or AMP switched on at resume.
+        """
+        opt_state, sched_state = state.get("optimizer"), state.get("scheduler")
+        if self.optimizer is not None and opt_state is not None:
+            opt_state, sched_state = regroup_state(opt_state, sched_state, self.optimizer, path)
+            try:
+                self.optimizer.load_state_dict(opt_state)
+            except ValueError as e:  # another optimizer class / parameter count
+                raise CheckpointError(f"cannot resume from {path}: its optimizer state does not fit this run's "
+                                      f"optimizer ({e}); resume with the config it was trained with") from e
+            init_momentum_buffers(self.optimizer)
+        if self.scheduler is not None and sched_state is not None:
+            self.scheduler.load_state_dict(sched_state)
+        scaler_state = state.get("scaler")
+        if self.scaler is not None and scaler_state:
+            self.scaler.load_state_dict(scaler_state)
+        elif self.scaler is not None and self.scaler.is_enabled() and scaler_state is not None:
+            get_logger().info(f"{path} was saved without a GradScaler (no fp16): the loss scale starts at "
+                              f"{self.scaler.get_scale():g}")

@@ -22,6 +22,9 @@ def _features(model: nn.Module, imgs: torch.Tensor, camids: torch.Tensor, flip: 
     out = model(imgs, cam_label=camids)
     if not flip:
         return out
+    # Copies before the next call: a model compiled with CUDA graphs (SOLVER.COMPILE_MODE
+    # 'reduce-overhead' / 'max-autotune') returns its outputs in memory that the next call overwrites.
+    out = tuple(o.clone() for o in out)
     feats_f, vis_f = model(torch.flip(imgs, dims=[3]), cam_label=camids)[:2]
     # Average the flipped view; visibility becomes the mean vote, which the evaluator's
     # sqrt(v_q * v_g) weighting accepts as a soft value.
@@ -35,6 +38,9 @@ def extract_features(model: nn.Module, loader, device: str, flip: bool = False,
 
     Returns ``feats`` (M,1+P,C) float32, ``vis`` (M,1+P), ``pids``, ``camids``, ``occ`` (M,) int64
     and ``paths`` (list), all on the CPU except ``feats``/``vis`` which stay on ``device``.
+
+    ``amp_dtype``: autocast the forward to this dtype (``TEST.AMP``, see :func:`eval_amp_dtype`).
+    The model's outputs are copied before the next call (CUDA graphs reuse their output memory).
     """
     model.eval()
     feats, vis, pids, camids, occ, paths = [], [], [], [], [], []
@@ -44,8 +50,8 @@ def extract_features(model: nn.Module, loader, device: str, flip: bool = False,
         for imgs, pid, camid, occ_l, path in loader:
             with autocast:
                 f, v = _features(model, imgs.to(device, non_blocking=True), torch.as_tensor(camid).to(device), flip)[:2]
-            feats.append(f.float())
-            vis.append(v.float())
+            feats.append(f.to(torch.float32, copy=True))
+            vis.append(v.to(torch.float32, copy=True))
             pids.append(torch.as_tensor(pid))
             camids.append(torch.as_tensor(camid))
             occ.append(torch.as_tensor(occ_l))
@@ -53,6 +59,15 @@ def extract_features(model: nn.Module, loader, device: str, flip: bool = False,
             progress.update()
     return {"feats": torch.cat(feats), "vis": torch.cat(vis), "pids": torch.cat(pids),
             "camids": torch.cat(camids), "occ": torch.cat(occ), "paths": paths}
+
+
+def eval_amp_dtype(cfg, device: str) -> torch.dtype | None:
+    """The autocast dtype of feature extraction: None (float32, the reference) unless ``TEST.AMP``,
+    then ``SOLVER.AMP_DTYPE`` under the rules of training (:func:`processor.trainer.amp_settings`:
+    on a CPU bfloat16 only where it is native, else float32 with a log line)."""
+    from .trainer import amp_settings
+
+    return amp_settings(cfg.TEST.AMP, cfg.SOLVER.AMP_DTYPE, device)[0]
 
 
 def _gather_features(data: dict[str, Any], device: str) -> dict[str, Any] | None:
@@ -94,7 +109,8 @@ def evaluate(cfg, model: nn.Module, val_loader, num_query: int, device: str) -> 
         # DDP copies rank 0's buffers to the other ranks at the start of each training forward only, so
         # after the last step every rank holds its own BatchNorm statistics: evaluate with rank 0's.
         comm.broadcast_buffers(unwrap(model))
-    data = extract_features(unwrap(model), val_loader, device, flip=cfg.TEST.FLIP_FEATS)
+    data = extract_features(unwrap(model), val_loader, device, flip=cfg.TEST.FLIP_FEATS,
+                            amp_dtype=eval_amp_dtype(cfg, device))
     if distributed:
         data = _gather_features(data, device)
     t1 = time.time()
@@ -105,7 +121,7 @@ def evaluate(cfg, model: nn.Module, val_loader, num_query: int, device: str) -> 
                          data["occ"] if cfg.TEST.NEW_METRIC else None)
         results = evaluator.compute()
         get_logger().info(f"features {t1 - t0:.1f}s ({len(data['paths'])} images), metrics {time.time() - t1:.1f}s")
-    comm.synchronize()
+    comm.synchronize("the end of the evaluation (rank 0 computes the metrics)")
     return results
 
 

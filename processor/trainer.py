@@ -104,9 +104,14 @@ class Trainer:
     ``(imgs, pids, camids, viewids, masks)``. A step whose loss is not finite is skipped (no update)
     and counted; ``max_nonfinite`` consecutive ones abort with :class:`NonFiniteLossError`.
 
+    With a GradScaler (fp16), a step whose scaled gradients overflow is skipped by the scaler (no
+    update: the fused optimizers check inside their kernel) and its BatchNorm statistics are undone, so
+    that it too leaves no trace; the scale backs off.
+
     The loss terms of a step stay on the device (``step_terms``, ``step_accuracy``): the only
-    host-device synchronisation of a step is the finiteness check. Hooks accumulate them on the device
-    and read them back when they log; :attr:`losses` / :attr:`accuracy` read one step back on demand.
+    host-device synchronisation of a step is the finiteness check (``tests/test_gpu_recipe.py`` counts
+    them). Hooks accumulate the terms on the device and read them back when they log;
+    :attr:`losses` / :attr:`accuracy` read one step back on demand.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler,
@@ -214,19 +219,35 @@ class Trainer:
         # Under DDP all ranks skip together: a rank that went on to backward() would wait forever for
         # the gradients of one that skipped.
         if not comm.all_true(torch.isfinite(total.detach())):
-            with torch.no_grad():
-                for buf, saved in zip(self.model.buffers(), buffers):
-                    buf.copy_(saved)
+            self._restore_buffers(buffers)
             self._skip_step(terms)
             return
         self._nonfinite_run = 0
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
+        if self.scaler.is_enabled():
+            # Overflowing fp16 gradients (routine while the loss scale settles): the scaler skipped the
+            # update; undo the forward's BatchNorm statistics too, on the device (no host read).
+            self._restore_buffers(buffers, self._scaler_found_inf())
         self.scaler.update()
         self.step_terms = {k: v.detach() for k, v in terms.items()}
         self.step_terms["total"] = total.detach()
         if self.accuracy_fn is not None:
             self.step_accuracy = self.accuracy_fn(outputs, pids).detach()
+
+    @torch.no_grad()
+    def _restore_buffers(self, saved: list[torch.Tensor], where: torch.Tensor | None = None) -> None:
+        """Copy ``saved`` back into the model's buffers; with ``where`` (a 0-d bool on the device) only
+        where it is True, selected on the device."""
+        for buf, old in zip(self.model.buffers(), saved):
+            buf.copy_(old if where is None else torch.where(where, old, buf))
+
+    def _scaler_found_inf(self) -> torch.Tensor:
+        """0-d bool on the device: whether this step's GradScaler found inf/NaN gradients (and so
+        skipped the update). Read from the record ``GradScaler.step`` keeps for ``update()`` to back the
+        scale off (no public accessor; tests/test_gpu_recipe.py runs this path on the CPU)."""
+        found = self.scaler._per_optimizer_states[id(self.optimizer)]["found_inf_per_device"]
+        return sum(found.values()).reshape(()) > 0
 
     def _skip_step(self, terms: dict[str, torch.Tensor]) -> None:
         self.step_terms, self.step_accuracy = {}, None

@@ -49,7 +49,7 @@ DRIVER = textwrap.dedent("""
                 terms = loss_fn(outputs, labels)
                 calls.append(1)
                 if len(calls) == 2:
-                    terms["mimic"] = terms["mimic"] * float("nan")
+                    terms[{poison_term!r}] = terms[{poison_term!r}] * float("nan")
                 return terms
 
             trainer.loss_fn = poisoned
@@ -63,7 +63,7 @@ DRIVER = textwrap.dedent("""
 def test_torchrun_two_ranks_train_in_lockstep_and_gather_the_evaluation(synthetic_root, tmp_path):
     out = tmp_path / "ddp"
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(repo=REPO, poison_rank=1))
+    driver.write_text(DRIVER.format(repo=REPO, poison_rank=1, poison_term="mimic"))
     opts = ["MODEL.DEVICE", "cpu", "DATASETS.ROOT_DIR", synthetic_root, "OUTPUT_DIR", str(out),
             "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]",
             "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "1",
@@ -121,7 +121,8 @@ def test_two_torchrun_nodes_with_c10d_rendezvous_end_with_the_same_weights(synth
     """Two launchers on localhost, as two machines would run them: same code, config and data paths, a
     c10d rendezvous at node 0's address, each node its own OUTPUT_DIR (no shared storage needed)."""
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(repo=REPO, poison_rank=-1))  # no NaN: only the weights are saved
+    # no NaN: only the weights are saved
+    driver.write_text(DRIVER.format(repo=REPO, poison_rank=-1, poison_term="mimic"))
     endpoint = f"127.0.0.1:{free_port()}"
     procs, outs = [], []
     for node in range(2):
@@ -163,3 +164,38 @@ def test_two_torchrun_nodes_with_c10d_rendezvous_end_with_the_same_weights(synth
     assert "gloo backend, rank 0 of 2" in (main_out / "train_log.txt").read_text()
     ckpt = torch.load(main_out / "transformer_1.pth", weights_only=True)
     assert all(torch.equal(ckpt[k], w0[k]) for k in w0)
+
+
+def test_ddp_static_graph_with_compile_matches_find_unused_parameters(synthetic_root, tmp_path):
+    """SOLVER.DDP_STATIC_GRAPH (DDP learns the never-used parameters in the first step instead of searching
+    the graph after every forward) together with SOLVER.COMPILE on 2 gloo ranks: the ranks stay in lockstep
+    through a step skipped for rank 1's NaN loss, and end where find_unused_parameters ends up to float
+    rounding (not bitwise: from the second step on the gradients differ in the last bits, hence the switch
+    is off by default). The ViT baseline at 64x32 keeps inductor's build short (the second
+    run reuses its cache)."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(repo=REPO, poison_rank=1, poison_term="tri_global"))
+    weights = {}
+    for static in (True, False):
+        out = tmp_path / f"static_{static}"
+        opts = ["MODEL.DEVICE", "cpu", "MODEL.ARCH", "vit", "DATASETS.ROOT_DIR", synthetic_root, "OUTPUT_DIR", str(out),
+                "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
+                "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "1",
+                "SOLVER.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "0", "SOLVER.LOG_PERIOD", "1",
+                "SOLVER.COMPILE", "True", "SOLVER.DDP_STATIC_GRAPH", str(static)]
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            str(driver), "--config_file", DEMO_CFG, *opts],
+                           capture_output=True, text=True, cwd=REPO, env=ENV, timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        log = (out / "train_log.txt").read_text()
+        assert "compiled (default)" in log and "iter 2: non-finite loss (on another rank); step skipped" in log
+        w0, w1 = (torch.load(out / f"rank{k}.pth", weights_only=True) for k in (0, 1))
+        # BatchNorm running statistics are each rank's own after the last step (no evaluation here)
+        diverged = [k for k in w0 if not k.endswith(("running_mean", "running_var")) and not torch.equal(w0[k], w1[k])]
+        assert not diverged, f"the ranks' weights diverged: {diverged}"
+        weights[static] = w0
+    # AdamW turns the rounding noise of ~zero gradients (the attention's key biases) into full-size steps, so
+    # single tiny tensors differ relatively much; the whole model agrees to ~1e-8.
+    a, b = (torch.cat([w[k].flatten().double() for k in sorted(w) if w[k].is_floating_point()])
+            for w in (weights[True], weights[False]))
+    assert (a - b).norm() <= 1e-6 * b.norm(), float((a - b).norm() / b.norm())

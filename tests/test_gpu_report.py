@@ -18,7 +18,7 @@ def test_smoke_report_fills_every_row(tmp_path, capsys):
     table = out.read_text()
     assert table.strip() in capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| measurement")]
-    assert len(rows) == 13, table
+    assert len(rows) == 15, table
     assert "failed:" not in table and "skipped:" not in table, table
     for r in rows:
         cells = [c.strip() for c in r.strip("|").split("|")]

@@ -11,7 +11,7 @@ import torch
 from config import load_cfg
 from loss import make_loss
 from model import make_model
-from solver import create_scheduler, make_optimizer
+from solver import create_scheduler, groups_by_param_name, make_optimizer
 from tests.parity import REPO, cfg_from_parity, fixture_masks, fixture_state_dict, load_fixture, parity_files
 
 # The official TSD run's solver; the fixtures' epoch-1 learning rates come from it.
@@ -130,10 +130,12 @@ def test_bn_buffers_after_step(step):
 
 def test_sgd_step(step):
     sgd = step.fx["sgd"]
-    assert len(step.groups) == sum(p.requires_grad for p in step.params.values())
-    for g in step.groups:
-        expected = sgd["lr_bias_epoch1"] if "bias" in g["name"] else sgd["lr_weight_epoch1"]
-        assert g["lr"] == pytest.approx(expected, abs=1e-12), g["name"]
+    groups = groups_by_param_name(step.groups)
+    assert sorted(groups) == sorted(n for n, p in step.params.items() if p.requires_grad)
+    for name, g in groups.items():  # each parameter's lr and weight decay (in groups of equal values)
+        is_bias = "bias" in name
+        assert g["lr"] == pytest.approx(sgd["lr_bias_epoch1"] if is_bias else sgd["lr_weight_epoch1"], abs=1e-12), name
+        assert g["weight_decay"] == (sgd["weight_decay_bias"] if is_bias else sgd["weight_decay"]), name
         assert (g["momentum"], g["nesterov"], g["dampening"]) == (sgd["momentum"], sgd["nesterov"], sgd["dampening"])
     for name, ref in step.fx["params_after_sgd_step"].items():
         torch.testing.assert_close(step.params[name].detach(), ref, rtol=0, atol=1e-6, msg=name)

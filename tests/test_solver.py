@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from config import get_cfg_defaults
-from solver import create_scheduler, make_optimizer
+from solver import create_scheduler, groups_by_param_name, make_optimizer
 from utils.errors import ConfigError
 
 
@@ -38,21 +38,26 @@ def solver_cfg(**solver):
 
 def groups_by_name(opt: torch.optim.Optimizer) -> dict:
     """Parameter name -> its param group."""
-    return {g["name"]: g for g in opt.param_groups}
+    return groups_by_param_name(opt.param_groups)
 
 
-def test_one_group_per_trainable_tensor_with_bias_rules():
+@pytest.mark.parametrize("per_tensor", [False, True], ids=["merged", "reference-layout"])
+def test_each_trainable_tensor_gets_the_bias_rules_in_groups_of_equal_lr_and_decay(per_tensor):
     model = Toy()
-    opt = make_optimizer(solver_cfg(), model)
+    opt = make_optimizer(solver_cfg(), model, per_tensor=per_tensor)
     groups = groups_by_name(opt)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert list(groups) == trainable and "bottleneck.bias" not in groups
+    assert sorted(groups) == sorted(trainable) and "bottleneck.bias" not in groups
     for name, g in groups.items():
-        assert len(g["params"]) == 1 and g["params"][0] is model.get_parameter(name)
+        index = g["names"].index(name) if "names" in g else 0
+        assert g["params"][index] is model.get_parameter(name)
         is_bias = "bias" in name
         assert g["lr"] == (0.008 if is_bias else 0.004)
         assert g["weight_decay"] == (2e-4 if is_bias else 1e-4)
         assert g["momentum"] == 0.9 and g["nesterov"] is False and g["dampening"] == 0
+    # weights and biases: two groups (a few fused kernel launches per step, not one per tensor)
+    assert len(opt.param_groups) == (len(trainable) if per_tensor else 2)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(trainable)
 
 
 def test_large_fc_lr_doubles_classifier_lr():
@@ -61,6 +66,10 @@ def test_large_fc_lr_doubles_classifier_lr():
     assert groups["visb_pred.classifier.weight"]["lr"] == 0.008
     assert groups["visb_pred.classifier.bias"]["lr"] == 0.008  # 2 x BASE_LR replaces the bias factor
     assert groups["base.weight"]["lr"] == 0.004
+    # (lr, weight decay): (0.004, 1e-4), (0.008, 2e-4) for biases, (0.008, 1e-4) for classifier weights
+    assert [g["names"] for g in make_optimizer(solver_cfg(LARGE_FC_LR=True), Toy()).param_groups] == [
+        ["base.weight", "bottleneck.weight"], ["base.bias", "visb_pred.classifier.bias"],
+        ["classifier.weight", "visb_pred.classifier.weight"]]
 
 
 def test_adamw_and_unknown_optimizer():

@@ -60,7 +60,8 @@ def load_tool_cfg(args: argparse.Namespace, need_weight: bool = True, model_file
     the checkpoint overwrites every backbone weight, so the ImageNet file is never needed.
 
     Checks the checkpoint path (unless ``need_weight`` is False: a tool running an exported model) and
-    the model kind first, before any data is read.
+    the model kind first, before any data is read, and exports ``MODEL.DEVICE_ID`` as
+    ``CUDA_VISIBLE_DEVICES`` before anything queries CUDA (the loaders do).
 
     Raises:
         CheckpointError: no ``TEST.WEIGHT``, a missing file, or a config whose model keys differ from
@@ -69,6 +70,7 @@ def load_tool_cfg(args: argparse.Namespace, need_weight: bool = True, model_file
             (the tools have no camera / view ids to feed it).
     """
     cfg = load_eval_cfg(args.config_file, args.opts, model_file)
+    apply_device_id(cfg.MODEL.DEVICE_ID)
     if need_weight:
         from processor.checkpointer import check_weight_config
 
@@ -107,7 +109,6 @@ def load_model(cfg: CfgNode, num_classes: int, camera_num: int = 0, view_num: in
     """
     from model import make_model  # the model package pulls in timm: import it only when needed
 
-    apply_device_id(cfg.MODEL.DEVICE_ID)
     device = resolve_device(cfg.MODEL.DEVICE)
     model = make_model(cfg, num_classes, camera_num, view_num)
     model.load_param(cfg.TEST.WEIGHT)

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = folder_records(args.images)
     gallery = folder_records(args.gallery) if args.gallery else []
 
-    from processor.inference import extract_features
+    from processor.inference import eval_amp_dtype, extract_features
 
     if args.onnx:
         from processor.export import load_onnx_model
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                  + (" (flip averaged in the graph)" if model.metadata.get("flip_feats") else ""))
     else:
         (model, device), flip = load_model(cfg, num_classes=1), cfg.TEST.FLIP_FEATS
-    data = extract_features(model, eval_loader(cfg, queries, gallery), device, flip=flip)
+    amp = None if args.onnx else eval_amp_dtype(cfg, device)  # TEST.AMP, as test.py
+    data = extract_features(model, eval_loader(cfg, queries, gallery), device, flip=flip, amp_dtype=amp)
     feats, vis, paths, m = data["feats"].cpu().numpy(), data["vis"].cpu().numpy(), data["paths"], len(queries)
     save_features(out, "", feats[:m], vis[:m], paths[:m])
     log.info(f"wrote features {feats[:m].shape} and visibility {vis[:m].shape} of {args.images} to {out}"

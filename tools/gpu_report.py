@@ -8,14 +8,16 @@ Rows (each measured in this run, on the paper config configs/OCC_Duke/vit_base.y
 batch 64, 256x128, random weights; ``--smoke``: the tiny ViT, 64x32, batch 8, the tiny set):
 
 * training step on a fixed in-memory batch (``tools/bench_train.py``'s step): img/s and peak GiB for
-  fp16 + GradScaler, bf16 and fp32, each eager and with ``torch.compile`` (``SOLVER.COMPILE``; the
-  compilation is timed apart and excluded from img/s; ``--smoke`` compiles with dynamo's
-  code-generation-free 'eager' backend: inductor's C++ build would take minutes on a CPU);
+  fp16 + GradScaler (fused SGD; the note gives the loss scale before and after), bf16 and fp32, each
+  eager and with ``torch.compile`` (``SOLVER.COMPILE``; the compilation is timed apart and excluded from
+  img/s; ``--smoke`` compiles with dynamo's code-generation-free 'eager' backend: inductor's C++ build
+  would take minutes on a CPU), and fp32 with TF32 matmuls (``MODEL.TF32``; on a CPU the same as fp32).
+  A row whose loss went non-finite fails (skipped steps run no backward and would flatter img/s);
 * end to end: the real loader and the real step, built by ``train.build_trainer`` as ``train.py`` does,
   at several ``DATALOADER.NUM_WORKERS``, next to the loader alone at the same worker counts (whichever is
   lower bounds training);
-* evaluation of an Occluded-Duke-size query + gallery: feature extraction img/s (real loader), then
-  distance + metrics seconds (``evaluation.ReidEvaluator``);
+* evaluation of an Occluded-Duke-size query + gallery: feature extraction img/s (real loader) in fp32
+  and with ``TEST.AMP``, then distance + metrics seconds (``evaluation.ReidEvaluator``);
 * ``torchrun`` with one process (NCCL; gloo on the CPU): ``train.py`` for one short epoch.
 
 The data set is a synthetic Occluded-Duke with the real names and image sizes
@@ -58,6 +60,8 @@ DUKE_SPLITS = {"bounding_box_train.list": (702, 15618), "query.list": (519, 2210
 DATASET_DIR = "Occluded_Duke"
 SPLIT_LISTS = ("bounding_box_train.list", "query.list", "bounding_box_test.list", "new_query.txt", "new_gallery.txt")
 PRECISIONS = {"fp16 + GradScaler": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+# Eager rows only: fp32 with MODEL.TF32 (TF32 tensor-core matmuls on CUDA; on a CPU the same as fp32).
+TF32_ROW = "fp32 + TF32"
 
 
 def log(msg: str) -> None:
@@ -160,6 +164,9 @@ class Report:
 
 
 def _free_memory() -> None:
+    """Release what a row built: dynamo's compiled graphs (they hold the compiled model and its CUDA-graph
+    memory pools), then the objects and the allocator's cache, so the next row's peak is its own."""
+    torch._dynamo.reset()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -263,21 +270,40 @@ def prepare_loader(s: Setup) -> str:
 # ----------------------------------------------------------------------------------------- rows
 
 
-def train_step_row(s: Setup, dtype: torch.dtype | None, compiled: bool) -> dict:
-    """img/s of the training step on a fixed batch; compilation (first steps) timed apart."""
-    from tools.bench_train import build, timed_steps
+def train_step_row(s: Setup, dtype: torch.dtype | None, compiled: bool, tf32: bool = False) -> dict:
+    """img/s of the training step on a fixed batch; compilation (first steps) timed apart.
 
-    trainer, data = build(s.backbone, s.device, dtype, s.batch, s.size, s.compile_backend if compiled else None,
-                          config=s.config)
-    t = time.perf_counter()
-    timed_steps(trainer, data, s.device, 2)  # first step compiles; the second settles (GradScaler, allocator)
-    warm = time.perf_counter() - t
-    _reset_peak(s.device)
-    sec = timed_steps(trainer, data, s.device, s.step_iters)
+    Every timed step must have updated the model: a step skipped for a non-finite loss runs no backward
+    and would flatter img/s (the row fails instead). With fp16 the note gives the GradScaler's loss scale
+    before and after (it backs off while the scaled gradients overflow, skipping those updates).
+    """
+    from tools.bench_train import build, timed_steps
+    from utils.misc import set_tf32
+
+    set_tf32(tf32, s.device)
+    try:
+        trainer, data = build(s.backbone, s.device, dtype, s.batch, s.size, s.compile_backend if compiled else None,
+                              config=s.config)
+        scale = trainer.scaler.get_scale()
+        t = time.perf_counter()
+        timed_steps(trainer, data, s.device, 2)  # first step compiles; the second settles (GradScaler, allocator)
+        warm = time.perf_counter() - t
+        _reset_peak(s.device)
+        sec = timed_steps(trainer, data, s.device, s.step_iters)
+    finally:
+        set_tf32(False, s.device)
+    if trainer.skipped_steps:
+        raise RuntimeError(f"the loss was non-finite in {trainer.skipped_steps} of {s.step_iters + 2} steps (skipped "
+                           f"steps run no backward: img/s would be too high)")
     row = {"img/s": _rate(s.batch, sec), "peak GiB": _peak(s.device), "seconds": f"{sec * 1000:.1f} ms/step"}
+    notes = []
     if compiled:
-        row["note"] = f"compile + 2 warm-up steps {warm:.0f} s" + (" (dynamo only, no codegen)"
-                                                                  if s.compile_backend == "eager" else "")
+        notes.append(f"compile + 2 warm-up steps {warm:.0f} s" + (" (dynamo only, no codegen)"
+                                                                  if s.compile_backend == "eager" else ""))
+    if trainer.scaler.is_enabled():
+        notes.append(f"loss scale {scale:g} -> {trainer.scaler.get_scale():g}, fused SGD")
+    if notes:
+        row["note"] = "; ".join(notes)
     return row
 
 
@@ -346,24 +372,27 @@ def eval_rows(s: Setup, report: Report) -> None:
     """Feature extraction over query + gallery (real loader), then the evaluator, as processor.inference does."""
     from datasets import make_dataloader
     from model import make_model
-    from processor.inference import extract_features, make_evaluator
+    from processor.inference import eval_amp_dtype, extract_features, make_evaluator
 
     state = {}
 
-    def features() -> dict:
-        cfg = s.cfg("DATALOADER.NUM_WORKERS", str(max(s.workers)))
+    def features(amp: bool) -> dict:
+        cfg = s.cfg("DATALOADER.NUM_WORKERS", str(max(s.workers)), "TEST.AMP", str(amp))
         _, val_loader, num_query, num_classes, cams, views = make_dataloader(cfg)
         model = make_model(cfg, num_classes, cams, views).to(s.device)
+        amp_dtype = eval_amp_dtype(cfg, s.device)
         _reset_peak(s.device)
         t = time.perf_counter()
-        data = extract_features(model, val_loader, s.device)
+        data = extract_features(model, val_loader, s.device, amp_dtype=amp_dtype)
         _sync(s.device)
         sec = time.perf_counter() - t
-        state.update(cfg=cfg, data=data, num_query=num_query)
+        if not amp:  # the metrics row uses the reference's float32 features
+            state.update(cfg=cfg, data=data, num_query=num_query)
         n = len(data["paths"])
+        precision = {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}[amp_dtype]
         return {"img/s": _rate(n, sec), "peak GiB": _peak(s.device), "seconds": f"{sec:.1f}",
-                "note": f"{num_query:,} query + {n - num_query:,} gallery, fp32, batch {cfg.TEST.IMS_PER_BATCH}, "
-                        f"{cfg.DATALOADER.NUM_WORKERS} workers (incl. their start)"}
+                "note": f"{num_query:,} query + {n - num_query:,} gallery, {precision}, batch "
+                        f"{cfg.TEST.IMS_PER_BATCH}, {cfg.DATALOADER.NUM_WORKERS} workers (incl. their start)"}
 
     def metrics() -> dict:
         if "data" not in state:
@@ -377,7 +406,8 @@ def eval_rows(s: Setup, report: Report) -> None:
         return {"seconds": f"{time.perf_counter() - t:.1f}", "note": "part-visibility distance, CMC, mAP, mINP"}
 
     try:
-        report.run("evaluation: feature extraction", "query + gallery", features, needs_s=20)
+        report.run("evaluation: feature extraction", "query + gallery", lambda: features(False), needs_s=20)
+        report.run("evaluation: feature extraction", "query + gallery, TEST.AMP", lambda: features(True), needs_s=20)
         report.run("evaluation: distance + metrics", "query x gallery", metrics, needs_s=5)
     finally:
         state.clear()
@@ -466,10 +496,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in PRECISIONS:
             report.reserve(step_m, f"{name}, eager")
             report.reserve(step_m, f"{name}, compiled")
+        report.reserve(step_m, f"{TF32_ROW}, eager")
         for w in workers:
             report.reserve("loader alone", f"NUM_WORKERS {w}")
             report.reserve("end to end (loader + step)", f"NUM_WORKERS {w}")
         report.reserve("evaluation: feature extraction", "query + gallery")
+        report.reserve("evaluation: feature extraction", "query + gallery, TEST.AMP")
         report.reserve("evaluation: distance + metrics", "query x gallery")
         torchrun_setting = f"torchrun, 1 process, {'gloo' if args.device == 'cpu' else 'NCCL'}"
         report.reserve("distributed", torchrun_setting)
@@ -481,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         report.header.append(f"Loader: {(loader or {}).get('note', 'unavailable')}.")
         for name, dtype in PRECISIONS.items():
             report.run(step_m, f"{name}, eager", lambda d=dtype: train_step_row(s, d, False), needs_s=10)
+        report.run(step_m, f"{TF32_ROW}, eager", lambda: train_step_row(s, None, False, tf32=True), needs_s=10)
         for w in workers:
             e2e_rows(s, report, w)
         eval_rows(s, report)

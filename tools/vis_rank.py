@@ -172,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     out = tool_output_dir(cfg, args.out, "vis_rank", "vis_rank_log.txt")
 
     from datasets import make_test_loader
-    from processor.inference import extract_features, format_results, make_evaluator
+    from processor.inference import eval_amp_dtype, extract_features, format_results, make_evaluator
 
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)
     model, device = load_model(cfg, num_classes, camera_num, view_num)
-    data = extract_features(model, val_loader, device, flip=cfg.TEST.FLIP_FEATS)
+    data = extract_features(model, val_loader, device, flip=cfg.TEST.FLIP_FEATS, amp_dtype=eval_amp_dtype(cfg, device))
     evaluator = make_evaluator(cfg, num_query)
     occ = data["occ"] if cfg.TEST.NEW_METRIC else None
     evaluator.update(data["feats"], data["vis"], data["pids"], data["camids"], occ)

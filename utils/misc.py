@@ -61,3 +61,14 @@ def atomic_write_json(obj, path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def set_tf32(enabled: bool, device: str) -> None:
+    """``MODEL.TF32``: let CUDA float32 matrix products use TF32 tensor cores (on ``device`` 'cuda').
+
+    Sets ``torch.backends.cuda.matmul.allow_tf32`` (CUDA only: not ``torch.set_float32_matmul_precision``,
+    which would also lower oneDNN's CPU matmuls). Off leaves torch's default (full float32 matmuls;
+    cuDNN convolutions use TF32 by default either way).
+    """
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
