@@ -23,8 +23,12 @@ def euclidean_dist(x: Tensor, y: Tensor) -> Tensor:
     Returns:
         (..., M, N) distances ``sqrt(clamp(|x|^2 + |y|^2 - 2 x.y, min=1e-12))``.
     """
-    xx = x.pow(2).sum(-1, keepdim=True)
-    yy = y.pow(2).sum(-1, keepdim=True).transpose(-1, -2)
+    # Squared norms in float32 whatever autocast does, as CUDA's autocast computes pow / sum: the sum
+    # then promotes the (fp16 under autocast) product, and the clamp at 1e-12 stays non-zero. CPU
+    # autocast would keep them in fp16, where 1e-12 rounds to 0 and sqrt's backward gives 0 / 0 = NaN
+    # for every pair that batch-hard mining did not select.
+    xx = x.float().pow(2).sum(-1, keepdim=True)
+    yy = y.float().pow(2).sum(-1, keepdim=True).transpose(-1, -2)
     dist = xx + yy - 2 * x @ y.transpose(-1, -2)
     return dist.clamp(min=1e-12).sqrt()
 

@@ -292,3 +292,16 @@ def test_accuracy_of_global_head():
     scores = torch.tensor([[2.0, 1.0], [0.0, 1.0], [3.0, 0.0], [0.0, 5.0]])
     outputs = {"cls_score": {"global": scores, "cat": -scores}}
     assert accuracy(outputs, torch.tensor([0, 1, 1, 1])).item() == pytest.approx(0.75)
+
+
+def test_part_triplet_gradients_stay_finite_for_fp16_features_under_autocast():
+    """fp16 part features (the decoder's linear outputs under fp16 autocast) give finite gradients: the
+    squared norms are float32, as CUDA's autocast computes pow / sum, so the 1e-12 clamp does not round
+    to 0 and sqrt's backward does not turn the unselected pairs' zero gradients into 0 / 0 = NaN."""
+    torch.manual_seed(0)
+    feats = torch.randn(8, 5, 16).half().requires_grad_()
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = PartTripletLoss()(feats, labels)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(feats.grad).all()
