@@ -100,8 +100,8 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
 class Trainer:
     """Trains ``model`` with ``loss_fn`` over epochs ``start_epoch..max_epochs`` (1-based, inclusive).
 
-    Per epoch: ``scheduler.step(epoch)`` first (as the reference), then one step per batch
-    ``(imgs, pids, camids, viewids, masks)``. A step whose loss is not finite is skipped (no update)
+    Per epoch: ``scheduler.step(epoch)`` first (as the reference), then one step per batch (a
+    :class:`datasets.batch.TrainBatch`). A step whose loss is not finite is skipped (no update)
     and counted; ``max_nonfinite`` consecutive ones abort with :class:`NonFiniteLossError`.
 
     With a GradScaler (fp16), a step whose scaled gradients overflow is skipped by the scaler (no
@@ -186,36 +186,24 @@ class Trainer:
         return torch.autocast(device_type=self.device, dtype=self.amp_dtype)
 
     def prepare_batch(self, batch):
-        """A loader batch on the device: every tensor moved (non-blocking; the loader pins memory on
-        CUDA), then ``batch_transform`` (``INPUT.BATCH_AUGMENT``) if given.
-
-        Returns:
-            ``(imgs, pids, camids, viewids, masks or None)`` on ``self.device``.
-        """
-        def to_device(x):
-            if isinstance(x, torch.Tensor):
-                return x.to(self.device, non_blocking=True)
-            if isinstance(x, dict):
-                return {k: to_device(v) for k, v in x.items()}
-            if isinstance(x, (list, tuple)):
-                return type(x)(to_device(v) for v in x)
-            return x
-
-        batch = to_device(batch)
+        """A loader batch (:class:`datasets.batch.TrainBatch`) on the device: moved non-blocking (the loader
+        pins memory on CUDA), then finished by ``batch_transform`` (``INPUT.BATCH_AUGMENT``) if given."""
+        batch = batch.to(self.device, non_blocking=True)
         return self.batch_transform(batch) if self.batch_transform is not None else batch
 
     def run_step(self, batch) -> None:
         """One optimisation step on ``batch`` (forward + losses under autocast, scaled backward)."""
-        imgs, pids, camids, viewids, masks = self.prepare_batch(batch)
+        batch = self.prepare_batch(batch)
         self.optimizer.zero_grad(set_to_none=True)
         # The forward pass updates BatchNorm running statistics before the loss is known to be finite:
         # keep a copy (a few KB) so that a skipped step leaves no trace.
         buffers = [b.clone() for b in self.model.buffers()]
         with self._autocast():
-            outputs = self.model(imgs, pids, masks, cam_label=camids, view_label=viewids)
-            terms = self.loss_fn(outputs, pids)
+            outputs = self.model(batch.images, batch.pids, batch.masks, cam_label=batch.camids,
+                                 view_label=batch.viewids)
+            terms = self.loss_fn(outputs, batch.pids)
         total = sum(terms.values())
-        self.batch_size = imgs.shape[0]
+        self.batch_size = len(batch)
         # Under DDP all ranks skip together: a rank that went on to backward() would wait forever for
         # the gradients of one that skipped.
         if not comm.all_true(torch.isfinite(total.detach())):
@@ -233,7 +221,7 @@ class Trainer:
         self.step_terms = {k: v.detach() for k, v in terms.items()}
         self.step_terms["total"] = total.detach()
         if self.accuracy_fn is not None:
-            self.step_accuracy = self.accuracy_fn(outputs, pids).detach()
+            self.step_accuracy = self.accuracy_fn(outputs, batch.pids).detach()
 
     @torch.no_grad()
     def _restore_buffers(self, saved: list[torch.Tensor], where: torch.Tensor | None = None) -> None:
