@@ -108,3 +108,24 @@ def test_trainer_prepare_batch_moves_and_transforms(synthetic_root):
     assert prepared.augment is None and torch.equal(prepared.pids, batch.pids)
     plain = Trainer(model, None, trainer.optimizer, None, [batch], "cpu", 1)
     assert plain.prepare_batch(prepared).images is prepared.images  # already on the device
+
+
+def test_a_batch_is_pinned_and_moved_field_by_field(synthetic_root, monkeypatch):
+    """DataLoader's pin-memory thread (``pin_memory=True`` on CUDA) calls the batch's own ``pin_memory``:
+    every tensor, the nested augmentation parameters included, is pinned; host fields stay as they are.
+    Pinning needs a GPU driver: the tensor method is stood in for, the dispatch is the loader's own."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    cfg = make_cfg(synthetic_root, INPUT__BATCH_AUGMENT=True)
+    batch = next(iter(make_train_loader(cfg, build_dataset(cfg.DATASETS.NAMES, cfg.DATASETS.ROOT_DIR))))
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t.clone())
+    out = pin_memory(batch)
+    assert type(out) is type(batch) and type(out.augment) is type(batch.augment)
+    tensors = [batch.images, batch.pids, batch.camids, batch.viewids, batch.augment.flip, batch.augment.crop,
+               batch.augment.erase, batch.augment.noise, batch.augment.parts, batch.augment.part_sizes]
+    assert len(pinned) == len(tensors) and all(any(p is t for p in pinned) for t in tensors)
+    assert out.masks is None and out.augment.erase_boxes == batch.augment.erase_boxes
+    assert torch.equal(out.augment.noise, batch.augment.noise) and out.images is not batch.images
+    moved = batch.to("meta")
+    assert moved.images.device.type == moved.augment.parts.device.type == "meta" and batch.images.device.type == "cpu"
