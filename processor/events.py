@@ -32,9 +32,10 @@ Number = int | float
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     """The averaged scalars' sums and step counts at one moment of an epoch, on the host
-    (:meth:`EventStorage.read`); ``seq`` orders it against the puts."""
+    (:meth:`EventStorage.read`); ``seq`` orders it against the puts, ``generation`` names the epoch
+    (one per :meth:`EventStorage.begin_epoch`)."""
 
-    epoch: int
+    generation: int
     seq: int
     sums: dict[str, float]
     counts: dict[str, int]
@@ -62,6 +63,7 @@ class EventStorage:
         self.iters_per_epoch = iters_per_epoch
         self.iter = 0
         self._seq = 0  # puts so far (both kinds)
+        self._generation = 0
         self._latest: dict[str, tuple[int, Number]] = {}
         self.begin_epoch(epoch)
 
@@ -73,6 +75,7 @@ class EventStorage:
     def begin_epoch(self, epoch: int) -> None:
         """Start ``epoch``: forget the averaged scalars' sums (the latest values stay)."""
         self.epoch, self.iter = epoch, 0
+        self._generation += 1
         self._sums: dict[str, torch.Tensor | float] = {}
         self._counts: dict[str, int] = {}
         self._epoch_seq = self._seq
@@ -85,15 +88,17 @@ class EventStorage:
             self._latest[name] = (self._seq, value if isinstance(value, (int, float)) else float(value))
             return
         self._snapshot = None
-        if isinstance(value, torch.Tensor):
-            value = value.detach()
-            if name in self._sums:
-                self._sums[name].add_(value)  # type: ignore[union-attr]
-            else:
-                self._sums[name] = value.to(torch.float32, copy=True)
+        total = self._sums.get(name)
+        if total is None:
+            self._counts[name] = 1
+            self._sums[name] = (value.detach().to(torch.float32, copy=True) if isinstance(value, torch.Tensor)
+                                else float(value))
+            return
+        self._counts[name] += 1
+        if isinstance(total, torch.Tensor):
+            total.add_(value.detach() if value.requires_grad else value)  # type: ignore[union-attr]
         else:
-            self._sums[name] = self._sums.get(name, 0.0) + float(value)
-        self._counts[name] = self._counts.get(name, 0) + 1
+            self._sums[name] = total + float(value)
 
     def put_scalars(self, average: bool = True, **values: torch.Tensor | Number) -> None:
         """:meth:`put_scalar` for each ``name=value``."""
@@ -114,7 +119,7 @@ class EventStorage:
                 by_device.setdefault(v.device, []).append(k)
         for names in by_device.values():
             sums.update(zip(names, torch.stack([self._sums[k] for k in names]).tolist()))
-        self._snapshot = Snapshot(self.epoch, self._seq, {k: sums[k] for k in self._sums}, dict(self._counts))
+        self._snapshot = Snapshot(self._generation, self._seq, {k: sums[k] for k in self._sums}, dict(self._counts))
         return self._snapshot
 
     def scalars(self, since: Snapshot | None = None) -> dict[str, float]:
@@ -124,7 +129,7 @@ class EventStorage:
         A scalar with no step (or no put) in the window is left out.
         """
         now = self.read()
-        if since is not None and since.epoch != self.epoch:
+        if since is not None and since.generation != self._generation:
             since = None
         out = {}
         for k, total in now.sums.items():

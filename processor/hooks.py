@@ -186,13 +186,13 @@ class EvalHook(HookBase):
             get_logger().info(f"validation history restored: epoch(s) {', '.join(map(str, sorted(self.history)))}")
 
 
-def _flatten_numbers(tree: dict[str, Any], prefix: str) -> dict[str, float]:
+def _flatten_numbers(tree: dict[str, Any], prefix: str) -> dict[str, int | float]:
     """``{'ALL': {'mAP': 0.5, 'per_part': {'head': {'mAP': 0.4}}}}`` -> ``{prefix + 'ALL/mAP': 0.5,
     prefix + 'ALL/head/mAP': 0.4}``: the numbers of nested dicts (``per_part`` levels skipped), lists left out."""
-    out: dict[str, float] = {}
+    out: dict[str, int | float] = {}
     for k, v in tree.items():
         if isinstance(v, dict):
             out.update(_flatten_numbers(v, prefix if k == "per_part" else f"{prefix}{k}/"))
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[f"{prefix}{k}"] = float(v)
+            out[f"{prefix}{k}"] = v
     return out
