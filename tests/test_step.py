@@ -11,7 +11,7 @@ import torch
 
 from processor import trainer as trainer_mod
 from processor.events import EventStorage
-from processor.hooks import IterationTimer, LoggingHook, PeriodicWriter
+from processor.hooks import EvalHook, IterationTimer, LoggingHook, PeriodicWriter
 from processor.trainer import amp_settings
 from tools.bench_train import count_host_reads
 
@@ -141,3 +141,16 @@ def test_tensorboard_writer_writes_period_means(monkeypatch, tmp_path):
     t.storage = EventStorage(3, epoch=3)
     hook.before_train()
     assert opened[-1] == (str(tmp_path), 6)
+
+
+def test_eval_hook_puts_every_validation_number(tmp_path):
+    """Validation metrics reach the writers as ``val/<split>/<metric>`` (per-part rows as
+    ``val/<split>/<part>/<metric>``); lists (the CMC) are left out."""
+    results = {"ALL": {"rank1": 0.5, "mAP": 0.25, "num_valid": 10, "cmc": [0.5, 1.0],
+                       "per_part": {"head": {"mAP": 0.125, "num_valid": 4}}}}
+    hook = EvalHook(1, lambda: results, lambda r, title: title, str(tmp_path), to_json=lambda r: r)
+    hook.trainer = FakeTrainer(epoch=2, max_epochs=3, storage=EventStorage(4, epoch=2))
+    hook.after_epoch()
+    assert hook.trainer.storage.scalars() == {"val/ALL/rank1": 0.5, "val/ALL/mAP": 0.25, "val/ALL/num_valid": 10,
+                                              "val/ALL/head/mAP": 0.125, "val/ALL/head/num_valid": 4}
+    assert (tmp_path / "val_results.json").is_file()
