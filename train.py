@@ -28,7 +28,8 @@ def build_trainer(cfg, resume: str | None = None):
     from loss import accuracy, make_loss
     from model import make_model
     from processor.checkpointer import Checkpointer
-    from processor.hooks import CheckpointHook, EvalHook, LoggingHook, TensorboardHook
+    from processor.events import JSONWriter, TensorboardWriter
+    from processor.hooks import CheckpointHook, EvalHook, IterationTimer, LoggingHook, PeriodicWriter
     from processor.inference import evaluate, format_results, results_to_json
     from processor.trainer import Trainer, amp_settings, compile_model
     from solver import create_scheduler, make_optimizer
@@ -60,14 +61,18 @@ def build_trainer(cfg, resume: str | None = None):
     checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer, scheduler, trainer.scaler)
     main = comm.is_main_process()
     trainer.register_hooks([
+        IterationTimer() if main else None,
         LoggingHook(cfg.SOLVER.LOG_PERIOD) if main else None,
         # Every rank evaluates its shard of the val set; rank 0 gets the results (None elsewhere).
         EvalHook(cfg.SOLVER.EVAL_PERIOD, lambda: evaluate(cfg, model, val_loader, num_query, device), format_results,
                  cfg.OUTPUT_DIR, results_to_json),
+        # After the validation (its metrics go into the epoch's line), before the checkpoint (which saves
+        # the metrics file's position).
+        PeriodicWriter([JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl")),
+                        TensorboardWriter(os.path.join(cfg.OUTPUT_DIR, "tb")) if cfg.SOLVER.TENSORBOARD else None],
+                       cfg.SOLVER.LOG_PERIOD) if main else None,
         # On every rank: saving gathers each rank's RNG state (rank 0 writes the files).
         CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.MODEL.NAME, extra={"config": cfg.dump()}),
-        TensorboardHook(os.path.join(cfg.OUTPUT_DIR, "tb"), cfg.SOLVER.LOG_PERIOD)
-        if main and cfg.SOLVER.TENSORBOARD else None,
     ])
     if resume:  # after the hooks exist: last.pth holds their states (the validation history)
         trainer.start_epoch = checkpointer.resume(resume, trainer.hooks) + 1

@@ -15,6 +15,7 @@ full-resolution soft mask is a gather with an index map.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import torch
@@ -23,6 +24,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from .batch import BatchAugment, TrainBatch
 from .masks import add_background, flip_permutation
 from .transforms import PairedRandomErasing
 
@@ -90,33 +92,31 @@ class AugmentParams:
                 "noise": noise}
 
 
-def batch_collate(batch) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+def batch_collate(batch) -> TrainBatch:
     """Collate ``(uint8 image (3,H,W), pid, camid, viewid, parts (P,h,w) or None, params)`` samples.
 
     Returns:
-        ``(imgs (B,3,H,W) uint8, pids, camids, viewids (B,) int64, aug)``; ``aug`` holds ``flip`` (B,)
-        bool, ``crop`` (B, 2) top/left, ``erase`` (B, 4) i/j/h/w (``erase_boxes``: the same as a list of
-        int tuples), ``noise`` (sum 3*h*w,) float32 in
-        batch order and, with masks, ``parts`` (B, P, h_max, w_max) zero-padded and ``part_sizes`` (B, 2).
+        A :class:`TrainBatch` of uint8 images (B,3,H,W) whose ``augment`` holds the samples' parameters
+        (:class:`BatchAugment`; with masks, the part maps zero-padded to the largest ``(h, w)``).
     """
     imgs, pids, camids, viewids, parts, params = zip(*batch)
-    aug = {
-        "flip": torch.tensor([p["flip"] for p in params]),
-        "crop": torch.tensor([(p["top"], p["left"]) for p in params]),
-        "erase": torch.tensor([p["erase"] for p in params]),
+    aug = BatchAugment(
+        flip=torch.tensor([p["flip"] for p in params]),
+        crop=torch.tensor([(p["top"], p["left"]) for p in params]),
+        erase=torch.tensor([p["erase"] for p in params]),
+        noise=torch.cat([p["noise"] for p in params]),
         # The same rectangles as host integers: the CPU's erasing loop slices with them without reading
         # the (by then device) tensor back.
-        "erase_boxes": [tuple(p["erase"]) for p in params],
-        "noise": torch.cat([p["noise"] for p in params]),
-    }
+        erase_boxes=[tuple(p["erase"]) for p in params],
+    )
     if parts[0] is not None:
         sizes = torch.tensor([m.shape[-2:] for m in parts])
         h_max, w_max = sizes.amax(0).tolist()
         padded = parts[0].new_zeros((len(parts), parts[0].shape[0], h_max, w_max))
         for out, m in zip(padded, parts):
             out[:, :m.shape[1], :m.shape[2]] = m
-        aug.update(parts=padded, part_sizes=sizes)
-    return torch.stack(imgs), torch.tensor(pids), torch.tensor(camids), torch.tensor(viewids), aug
+        aug.parts, aug.part_sizes = padded, sizes
+    return TrainBatch(torch.stack(imgs), torch.tensor(pids), torch.tensor(camids), torch.tensor(viewids), augment=aug)
 
 
 def nearest_source_index(out_index: Tensor, in_size: Tensor, out_size: int) -> Tensor:
@@ -160,22 +160,22 @@ class BatchTrainTransform:
         return cls(i.SIZE_TRAIN, i.PIXEL_MEAN, i.PIXEL_STD, i.PADDING, i.MASK_PREPROCESS if with_masks else None,
                    i.FLIP_SWAP_LR, i.MASK_BG_THRESHOLD, i.MASK_SOFTMAX_WEIGHT)
 
-    def __call__(self, batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    def __call__(self, batch: TrainBatch) -> TrainBatch:
         """Augment a :func:`batch_collate` batch (already on the training device).
 
         Returns:
-            ``(imgs (B,3,H,W) float32 normalised, pids, camids, viewids, masks (B,P+1,H,W) float32 or None)``,
-            the batch :func:`datasets.make_dataloader.train_collate` gives for the per-sample path.
+            The batch with float32 normalised images, soft masks (B,P+1,H,W) float32 (None without masks)
+            and no ``augment``: what :func:`datasets.make_dataloader.train_collate` gives for the per-sample path.
         """
-        imgs, pids, camids, viewids, aug = batch
+        imgs, aug = batch.images, batch.augment
         b, (h, w) = imgs.shape[0], self.size
         dev = imgs.device
         # Output pixel (y, x) shows pixel (row, col) of the flipped, resized image, or padding.
-        row = aug["crop"][:, :1] + torch.arange(h, device=dev) - self.padding  # (B, H)
-        col = aug["crop"][:, 1:] + torch.arange(w, device=dev) - self.padding  # (B, W)
+        row = aug.crop[:, :1] + torch.arange(h, device=dev) - self.padding  # (B, H)
+        col = aug.crop[:, 1:] + torch.arange(w, device=dev) - self.padding  # (B, W)
         row_in, col_in = (row >= 0) & (row < h), (col >= 0) & (col < w)
         row, col = row.clamp(0, h - 1), col.clamp(0, w - 1)
-        col = torch.where(aug["flip"][:, None], w - 1 - col, col)  # column in the unflipped image
+        col = torch.where(aug.flip[:, None], w - 1 - col, col)  # column in the unflipped image
 
         # Flip + pad-crop is separable: a column gather, then whole rows (row copies). Padding pixels
         # come from an appended zero row / column (index h / w).
@@ -185,13 +185,13 @@ class BatchTrainTransform:
         # v2.ToDtype(scale=True) + v2.Normalize, operation for operation.
         mean, std = self._mean_std(dev)
         out = pixels.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
-        erasing = _Erasing(aug["erase"], self.size, self.vectorised_erasing, aug.get("erase_boxes"))
-        erasing.fill(out, aug["noise"])
+        erasing = _Erasing(aug.erase, self.size, self.vectorised_erasing, aug.erase_boxes)
+        erasing.fill(out, aug.noise)
 
         masks = None
-        if "parts" in aug:
+        if aug.parts is not None:
             masks = self._soft_masks(aug, row, col, row_in, col_in, erasing)
-        return out, pids, camids, viewids, masks
+        return dataclasses.replace(batch, images=out, masks=masks, augment=None)
 
     def _mean_std(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """(1, 3, 1, 1) float32 mean and std on ``device``, copied there once (not every step)."""
@@ -200,7 +200,7 @@ class BatchTrainTransform:
                                             for v in (self.mean, self.std))
         return self._constants[device]
 
-    def _soft_masks(self, aug: dict[str, Tensor], row: Tensor, col: Tensor, row_in: Tensor, col_in: Tensor,
+    def _soft_masks(self, aug: BatchAugment, row: Tensor, col: Tensor, row_in: Tensor, col_in: Tensor,
                     erasing: "_Erasing") -> Tensor:
         """(B, P+1, H, W) soft masks: background + softmax of the low-resolution parts, gathered.
 
@@ -209,15 +209,15 @@ class BatchTrainTransform:
             row_in, col_in: False for padding rows / columns; erasing: the rectangles.
             The per-sample mask is zero outside and in the rectangle: the softmax of a zero vector.
         """
-        parts = aug["parts"].to(torch.float32)  # (B, P, h, w), exact from float16
+        parts = aug.parts.to(torch.float32)  # (B, P, h, w), exact from float16
         if self.permutation is not None:  # swap left/right parts before the softmax, as the per-sample path
-            parts = torch.where(aug["flip"][:, None, None, None], parts[:, self.permutation], parts)
+            parts = torch.where(aug.flip[:, None, None, None], parts[:, self.permutation], parts)
         mh, mw = parts.shape[-2:]
         # One zero row and column (index mh, mw) for the pixels outside the image.
         soft = add_background(F.pad(parts, (0, 1, 0, 1)), self.bg_threshold, self.softmax_weight)
         b, c = soft.shape[:2]
         h, w = self.size
-        sizes = aug["part_sizes"]
+        sizes = aug.part_sizes
         src_row = torch.where(row_in, nearest_source_index(row, sizes[:, 0], h), mh)  # (B, H)
         src_col = torch.where(col_in, nearest_source_index(col, sizes[:, 1], w), mw)  # (B, W)
         masks = _take_rows(soft.gather(3, src_col[:, None, None, :].expand(b, c, mh + 1, w)), src_row)

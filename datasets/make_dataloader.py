@@ -14,6 +14,7 @@ from utils.errors import ConfigError
 from utils.misc import seed_worker
 
 from .bases import ImageRecord, ReIDDataset
+from .batch import EvalBatch, TrainBatch
 from .batch_transforms import AugmentParams, BatchTrainTransform, batch_collate
 from .cache import DecodedSource, open_cache
 from .factory import build_dataset
@@ -25,9 +26,6 @@ from .transforms import TrainTransform, build_eval_transform, read_image
 __all__ = ["TrainSet", "PreparedTrainSet", "EvalSet", "train_collate", "make_batch_transform", "eval_collate",
            "make_train_loader", "make_val_loader",
            "make_dataloader", "make_test_loader"]
-
-TrainBatch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]
-EvalBatch = tuple[Tensor, Tensor, Tensor, Tensor, list]
 
 
 class TrainSet(Dataset):
@@ -126,16 +124,16 @@ class EvalSet(Dataset):
 
 
 def train_collate(batch) -> TrainBatch:
-    """``(imgs (B,3,H,W) float32, pids, camids, viewids (B,) int64, masks (B,P+1,H,W) float32 or None)``."""
+    """A :class:`TrainBatch` of augmented samples: images (B,3,H,W) float32, masks (B,P+1,H,W) float32 or None."""
     imgs, pids, camids, viewids, masks = zip(*batch)
-    return (torch.stack(imgs), torch.tensor(pids), torch.tensor(camids), torch.tensor(viewids),
-            None if masks[0] is None else torch.stack(masks))
+    return TrainBatch(torch.stack(imgs), torch.tensor(pids), torch.tensor(camids), torch.tensor(viewids),
+                      None if masks[0] is None else torch.stack(masks))
 
 
 def eval_collate(batch) -> EvalBatch:
-    """``(imgs (B,3,H,W) float32, pids, camids, occ_labels (B,) int64, paths list[str])``."""
+    """An :class:`EvalBatch`: images (B,3,H,W) float32, pids, camids, occ_labels (B,) int64, paths."""
     imgs, pids, camids, occ, paths = zip(*batch)
-    return torch.stack(imgs), torch.tensor(pids), torch.tensor(camids), torch.tensor(occ), list(paths)
+    return EvalBatch(torch.stack(imgs), torch.tensor(pids), torch.tensor(camids), torch.tensor(occ), list(paths))
 
 
 def _worker_init(worker_id: int) -> None:

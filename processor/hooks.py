@@ -1,113 +1,127 @@
-"""Hooks of :class:`processor.trainer.Trainer`: logging, evaluation, checkpoints, TensorBoard."""
+"""Hooks of :class:`processor.trainer.Trainer`: timing, event writers (console, ``metrics.jsonl``,
+TensorBoard), evaluation, checkpoints."""
 from __future__ import annotations
 
-import datetime
 import os
 import sys
 import time
-from typing import Callable
-
-import torch
+from typing import Any, Callable, Iterable
 
 from utils.logger import get_logger
 from utils.misc import atomic_write_json
 
 from .checkpointer import Checkpointer
+from .events import ConsoleWriter, EventWriter
 from .trainer import HookBase
 
 
-class StepMeter:
-    """Sums of the trainer's per-step loss terms and accuracy, kept on the device.
+class IterationTimer(HookBase):
+    """Puts the run's pace into the event storage: every step ``img_s`` (images per second since the
+    epoch began) and ``eta_seconds`` (the remaining steps at the mean step time since the run began);
+    at the end of every epoch its ``epoch_seconds``, final ``img_s`` and the trainer's ``skipped_steps``.
 
-    Adding a step is a few device additions (no host-device synchronisation); :meth:`mean` reads all
-    the sums back at once. Skipped steps (no terms) are not counted.
+    Place it first: the epoch's time then excludes the other hooks' work (validation, checkpoints).
+    Skipped steps count neither images nor time per step.
     """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget every added step."""
-        self._sums: dict[str, torch.Tensor] = {}
-        self.count = 0
-
-    def add(self, trainer) -> None:
-        """Accumulate the last step of ``trainer`` (``step_terms`` + ``'acc'``)."""
-        if not trainer.step_terms:
-            return
-        values = dict(trainer.step_terms)
-        acc = trainer.step_accuracy
-        values["acc"] = acc if acc is not None else torch.full_like(values["total"], float("nan"))
-        for k, v in values.items():
-            self._sums[k] = self._sums[k] + v if k in self._sums else v.float().clone()
-        self.count += 1
-
-    def mean(self) -> dict[str, float]:
-        """Per-term means over the added steps (one synchronisation); empty when none was added."""
-        if not self.count:
-            return {}
-        return dict(zip(self._sums, (torch.stack(list(self._sums.values())) / self.count).tolist()))
-
-
-class LoggingHook(HookBase):
-    """Logs running epoch averages of every loss term (by name), accuracy, lr, images/s and ETA.
-
-    Every ``period`` iterations a log line; a tqdm bar instead of nothing in between when stdout is
-    a terminal (its loss figure refreshed at the log period); an epoch summary at the end of each
-    epoch. The averages are accumulated on the device and only read back when printed.
-    """
-
-    def __init__(self, period: int, use_tqdm: bool | None = None):
-        self.period = max(1, period)
-        self.use_tqdm = sys.stdout.isatty() if use_tqdm is None else use_tqdm
-        self._meter = StepMeter()
-        self._bar = None
 
     def before_train(self) -> None:
         self._train_start = time.perf_counter()
         self._done_iters = 0
 
     def before_epoch(self) -> None:
-        self._meter.reset()
         self._images = 0
         self._epoch_start = time.perf_counter()
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.step_terms:
+            self._images += t.batch_size
+            self._done_iters += 1
+        now = time.perf_counter()
+        remaining_iters = (t.iters_per_epoch - t.iter - 1) + t.iters_per_epoch * (t.max_epochs - t.epoch)
+        per_iter = (now - self._train_start) / max(1, self._done_iters)
+        t.storage.put_scalars(average=False, img_s=self._images / max(now - self._epoch_start, 1e-9),
+                              eta_seconds=per_iter * remaining_iters)
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        elapsed = time.perf_counter() - self._epoch_start
+        t.storage.put_scalars(average=False, epoch_seconds=elapsed, img_s=self._images / max(elapsed, 1e-9),
+                              skipped_steps=t.skipped_steps)
+
+
+class PeriodicWriter(HookBase):
+    """Calls its :class:`processor.events.EventWriter` s every ``period`` steps and at the end of every
+    epoch; its state (``last.pth``) is theirs (e.g. :class:`processor.events.JSONWriter`'s position).
+
+    Where it stands among the hooks decides what an epoch's write holds: after :class:`EvalHook`, the
+    validation metrics of that epoch; before :class:`CheckpointHook`, so that the saved position covers
+    every line of the epoch.
+    """
+
+    def __init__(self, writers: Iterable[EventWriter | None], period: int):
+        self.writers = [w for w in writers if w is not None]
+        self.period = max(1, period)
+
+    def before_train(self) -> None:
+        for w in self.writers:
+            w.open(self.trainer.storage)
+
+    def after_step(self) -> None:
+        if (self.trainer.iter + 1) % self.period == 0:
+            for w in self.writers:
+                w.write(self.trainer.storage, epoch_end=False)
+
+    def after_epoch(self) -> None:
+        for w in self.writers:
+            w.write(self.trainer.storage, epoch_end=True)
+
+    def after_train(self) -> None:
+        for w in self.writers:
+            w.close()
+
+    def state_dict(self) -> dict:
+        """``{writer class name: its state}`` for the writers that have one."""
+        return {type(w).__name__: state for w in self.writers if (state := w.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        for w in self.writers:
+            if type(w).__name__ in state:
+                w.load_state_dict(state[type(w).__name__])
+
+
+class LoggingHook(PeriodicWriter):
+    """The console (:class:`processor.events.ConsoleWriter`): running epoch means of every loss term (by
+    name), accuracy, lr, images/s and ETA every ``period`` iterations, and an epoch summary.
+
+    When stdout is a terminal, a tqdm bar in between (its loss figure refreshed at the log period, from
+    the read the log line made). Place it before :class:`EvalHook`: an epoch's summary line then precedes
+    its validation table.
+    """
+
+    def __init__(self, period: int, use_tqdm: bool | None = None):
+        super().__init__([ConsoleWriter()], period)
+        self.use_tqdm = sys.stdout.isatty() if use_tqdm is None else use_tqdm
+        self._bar = None
+
+    def before_epoch(self) -> None:
         if self.use_tqdm:
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.trainer.iters_per_epoch, desc=f"epoch {self.trainer.epoch}", leave=False)
 
     def after_step(self) -> None:
-        t = self.trainer
-        if t.step_terms:
-            self._meter.add(t)
-            self._images += t.batch_size
-            self._done_iters += 1
+        super().after_step()
         if self._bar is not None:
             self._bar.update(1)
-        if (t.iter + 1) % self.period == 0 and self._meter.count:
-            avg = self._meter.mean()
-            if self._bar is not None:
-                self._bar.set_postfix(loss=f"{avg['total']:.3f}")
-            elapsed = time.perf_counter() - self._epoch_start
-            remaining_iters = (t.iters_per_epoch - t.iter - 1) + t.iters_per_epoch * (t.max_epochs - t.epoch)
-            per_iter = (time.perf_counter() - self._train_start) / max(1, self._done_iters)
-            eta = datetime.timedelta(seconds=int(per_iter * remaining_iters))
-            terms = " ".join(f"{k}: {v:.3f}" for k, v in avg.items() if k not in ("total", "acc"))
-            get_logger().info(
-                f"Epoch[{t.epoch}] Iter[{t.iter + 1}/{t.iters_per_epoch}] loss: {avg['total']:.3f} {terms} "
-                f"acc: {avg['acc']:.3f} lr: {t.lr:.2e} {self._images / elapsed:.1f} img/s eta: {eta}")
+            if (self.trainer.iter + 1) % self.period == 0 and "loss/total" in (s := self.trainer.storage.scalars()):
+                self._bar.set_postfix(loss=f"{s['loss/total']:.3f}")
 
     def after_epoch(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        t = self.trainer
-        elapsed = time.perf_counter() - self._epoch_start
-        avg = self._meter.mean()
-        get_logger().info(
-            f"Epoch {t.epoch} done in {elapsed:.1f}s ({self._images / max(elapsed, 1e-9):.1f} img/s), "
-            f"loss {avg.get('total', float('nan')):.3f}, acc {avg.get('acc', float('nan')):.3f}"
-            + (f", {t.skipped_steps} skipped steps" if t.skipped_steps else ""))
+        super().after_epoch()
 
 
 class CheckpointHook(HookBase):
@@ -129,6 +143,9 @@ class CheckpointHook(HookBase):
 
 class EvalHook(HookBase):
     """Every ``period`` epochs (and after the last) calls ``eval_fn()`` → results; logs and stores them.
+
+    With ``to_json``, every number of the results goes into the event storage as ``val/<split>/<metric>``
+    (``val/<split>/<part>/<metric>`` for per-part rows; lists such as the CMC are left out).
 
     ``history`` maps each evaluated epoch to its results (``to_json``'s form when given), also those of
     the epochs before a ``--resume`` (it is the hook's state in ``last.pth``); ``val_results.json``
@@ -153,9 +170,11 @@ class EvalHook(HookBase):
             return
         self.history[epoch] = self.to_json(results) if self.to_json is not None else results
         get_logger().info(self.formatter(results, f"Validation results - epoch {epoch}"))
-        if self.output_dir and self.to_json is not None:
-            atomic_write_json({str(e): r for e, r in sorted(self.history.items())},
-                              os.path.join(self.output_dir, "val_results.json"))
+        if self.to_json is not None:
+            self.trainer.storage.put_scalars(average=False, **_flatten_numbers(self.history[epoch], "val/"))
+            if self.output_dir:
+                atomic_write_json({str(e): r for e, r in sorted(self.history.items())},
+                                  os.path.join(self.output_dir, "val_results.json"))
 
     def state_dict(self) -> dict:
         """``{'history': {epoch (str): results}}``: JSON types, so ``last.pth`` stays ``weights_only``-loadable."""
@@ -167,34 +186,13 @@ class EvalHook(HookBase):
             get_logger().info(f"validation history restored: epoch(s) {', '.join(map(str, sorted(self.history)))}")
 
 
-class TensorboardHook(HookBase):
-    """Writes the loss terms, accuracy and lr to ``log_dir`` (needs ``tensorboard``): every ``period``
-    iterations (and at the end of an epoch) the means since the last write, accumulated on the device
-    so that the steps in between do not wait for the GPU."""
-
-    def __init__(self, log_dir: str, period: int = 1):
-        from torch.utils.tensorboard import SummaryWriter  # imported lazily: optional dependency
-
-        self.writer = SummaryWriter(log_dir)
-        self.period = max(1, period)
-        self._meter = StepMeter()
-
-    def _write(self) -> None:
-        t = self.trainer
-        step = (t.epoch - 1) * t.iters_per_epoch + t.iter
-        for k, v in self._meter.mean().items():
-            self.writer.add_scalar("acc" if k == "acc" else f"loss/{k}", v, step)
-        self.writer.add_scalar("lr", t.lr, step)
-        self._meter.reset()
-
-    def after_step(self) -> None:
-        self._meter.add(self.trainer)
-        if (self.trainer.iter + 1) % self.period == 0:
-            self._write()
-
-    def after_epoch(self) -> None:
-        if self._meter.count:
-            self._write()
-
-    def after_train(self) -> None:
-        self.writer.close()
+def _flatten_numbers(tree: dict[str, Any], prefix: str) -> dict[str, int | float]:
+    """``{'ALL': {'mAP': 0.5, 'per_part': {'head': {'mAP': 0.4}}}}`` -> ``{prefix + 'ALL/mAP': 0.5,
+    prefix + 'ALL/head/mAP': 0.4}``: the numbers of nested dicts (``per_part`` levels skipped), lists left out."""
+    out: dict[str, int | float] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten_numbers(v, prefix if k == "per_part" else f"{prefix}{k}/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = v
+    return out

@@ -34,7 +34,7 @@ def _features(model: nn.Module, imgs: torch.Tensor, camids: torch.Tensor, flip: 
 @torch.no_grad()
 def extract_features(model: nn.Module, loader, device: str, flip: bool = False,
                      amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Run ``model`` in eval mode over ``loader`` (batches ``(imgs, pids, camids, occ, paths)``).
+    """Run ``model`` in eval mode over ``loader`` (:class:`datasets.batch.EvalBatch` batches).
 
     Returns ``feats`` (M,1+P,C) float32, ``vis`` (M,1+P), ``pids``, ``camids``, ``occ`` (M,) int64
     and ``paths`` (list), all on the CPU except ``feats``/``vis`` which stay on ``device``.
@@ -47,15 +47,15 @@ def extract_features(model: nn.Module, loader, device: str, flip: bool = False,
     autocast = (torch.autocast(device_type=device, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
     with Progress(len(loader), "feature extraction", "batches") as progress:
-        for imgs, pid, camid, occ_l, path in loader:
+        for batch in loader:
             with autocast:
-                f, v = _features(model, imgs.to(device, non_blocking=True), torch.as_tensor(camid).to(device), flip)[:2]
+                f, v = _features(model, batch.images.to(device, non_blocking=True), batch.camids.to(device), flip)[:2]
             feats.append(f.to(torch.float32, copy=True))
             vis.append(v.to(torch.float32, copy=True))
-            pids.append(torch.as_tensor(pid))
-            camids.append(torch.as_tensor(camid))
-            occ.append(torch.as_tensor(occ_l))
-            paths.extend(path)
+            pids.append(batch.pids)
+            camids.append(batch.camids)
+            occ.append(batch.occ_labels)
+            paths.extend(batch.paths)
             progress.update()
     return {"feats": torch.cat(feats), "vis": torch.cat(vis), "pids": torch.cat(pids),
             "camids": torch.cat(camids), "occ": torch.cat(occ), "paths": paths}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from typing import Callable, Iterable
 
 import torch
@@ -17,6 +18,8 @@ from utils import comm
 from utils.errors import ConfigError, TSDError
 from utils.logger import get_logger
 
+from .events import EventStorage
+
 
 class NonFiniteLossError(TSDError):
     """Training diverged: the loss was NaN/inf for too many consecutive iterations."""
@@ -24,6 +27,11 @@ class NonFiniteLossError(TSDError):
 
 class HookBase:
     """A callback of :class:`Trainer`; ``self.trainer`` is set when the hook is registered.
+
+    ``self.trainer`` is a weak proxy (as in detectron2): the trainer holds its hooks, a hook does not keep
+    its trainer alive. Without the reference cycle a dropped trainer is freed at once, and with it the
+    loader's persistent worker processes, instead of at some later garbage collection whose worker
+    shutdown would block whatever code runs then.
 
     A hook that keeps state across epochs (e.g. the validation history) returns it from
     :meth:`state_dict`; the checkpointer saves it in ``last.pth`` and hands it back to
@@ -100,8 +108,8 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
 class Trainer:
     """Trains ``model`` with ``loss_fn`` over epochs ``start_epoch..max_epochs`` (1-based, inclusive).
 
-    Per epoch: ``scheduler.step(epoch)`` first (as the reference), then one step per batch
-    ``(imgs, pids, camids, viewids, masks)``. A step whose loss is not finite is skipped (no update)
+    Per epoch: ``scheduler.step(epoch)`` first (as the reference), then one step per batch (a
+    :class:`datasets.batch.TrainBatch`). A step whose loss is not finite is skipped (no update)
     and counted; ``max_nonfinite`` consecutive ones abort with :class:`NonFiniteLossError`.
 
     With a GradScaler (fp16), a step whose scaled gradients overflow is skipped by the scaler (no
@@ -110,8 +118,9 @@ class Trainer:
 
     The loss terms of a step stay on the device (``step_terms``, ``step_accuracy``): the only
     host-device synchronisation of a step is the finiteness check (``tests/test_gpu_recipe.py`` counts
-    them). Hooks accumulate the terms on the device and read them back when they log;
-    :attr:`losses` / :attr:`accuracy` read one step back on demand.
+    them). Each step puts them (``loss/<term>``, ``loss/total``, ``acc``) and the learning rate (``lr``)
+    into :attr:`storage` (:class:`processor.events.EventStorage`), where hooks put theirs and writers read
+    them all back at once when they write; :attr:`losses` / :attr:`accuracy` read one step back on demand.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler,
@@ -143,11 +152,13 @@ class Trainer:
         self.step_accuracy: torch.Tensor | None = None
         self.skipped_steps = 0
         self._nonfinite_run = 0
+        self.storage = EventStorage(self.iters_per_epoch, start_epoch)
 
     def register_hooks(self, hooks: Iterable[HookBase | None]) -> None:
+        """Append ``hooks`` (None entries are skipped); they are called in this order."""
         for h in hooks:
             if h is not None:
-                h.trainer = self
+                h.trainer = weakref.proxy(self)
                 self.hooks.append(h)
 
     def _call(self, name: str) -> None:
@@ -156,29 +167,23 @@ class Trainer:
 
     def train(self) -> None:
         """Run the remaining epochs, calling the hooks."""
-        try:
-            self._call("before_train")
-            for self.epoch in range(self.start_epoch, self.max_epochs + 1):
-                self.scheduler.step(self.epoch)
-                # DDP identity sampler: a different (but rank-consistent) plan every epoch.
-                set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
-                if set_epoch is not None:
-                    set_epoch(self.epoch)
-                self.model.train()
-                self._call("before_epoch")
-                for self.iter, batch in enumerate(self.train_loader):
-                    self.run_step(batch)
-                    self._call("after_step")
-                self._call("after_epoch")
-            self._call("after_train")
-        finally:
-            # Persistent loader workers would otherwise live until the garbage collector frees the
-            # trainer (it and its hooks refer to each other), and their shutdown would then block
-            # whatever code runs at that moment (tens of seconds in the test suite).
-            iterator = getattr(self.train_loader, "_iterator", None)
-            if iterator is not None:
-                iterator._shutdown_workers()
-                self.train_loader._iterator = None
+        self.storage.begin_epoch(self.start_epoch)  # writers open at the run's first epoch (a resume's too)
+        self._call("before_train")
+        for self.epoch in range(self.start_epoch, self.max_epochs + 1):
+            self.scheduler.step(self.epoch)
+            # DDP identity sampler: a different (but rank-consistent) plan every epoch.
+            set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(self.epoch)
+            self.model.train()
+            self.storage.begin_epoch(self.epoch)
+            self._call("before_epoch")
+            for self.iter, batch in enumerate(self.train_loader):
+                self.storage.iter = self.iter
+                self.run_step(batch)
+                self._call("after_step")
+            self._call("after_epoch")
+        self._call("after_train")
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -186,36 +191,24 @@ class Trainer:
         return torch.autocast(device_type=self.device, dtype=self.amp_dtype)
 
     def prepare_batch(self, batch):
-        """A loader batch on the device: every tensor moved (non-blocking; the loader pins memory on
-        CUDA), then ``batch_transform`` (``INPUT.BATCH_AUGMENT``) if given.
-
-        Returns:
-            ``(imgs, pids, camids, viewids, masks or None)`` on ``self.device``.
-        """
-        def to_device(x):
-            if isinstance(x, torch.Tensor):
-                return x.to(self.device, non_blocking=True)
-            if isinstance(x, dict):
-                return {k: to_device(v) for k, v in x.items()}
-            if isinstance(x, (list, tuple)):
-                return type(x)(to_device(v) for v in x)
-            return x
-
-        batch = to_device(batch)
+        """A loader batch (:class:`datasets.batch.TrainBatch`) on the device: moved non-blocking (the loader
+        pins memory on CUDA), then finished by ``batch_transform`` (``INPUT.BATCH_AUGMENT``) if given."""
+        batch = batch.to(self.device, non_blocking=True)
         return self.batch_transform(batch) if self.batch_transform is not None else batch
 
     def run_step(self, batch) -> None:
         """One optimisation step on ``batch`` (forward + losses under autocast, scaled backward)."""
-        imgs, pids, camids, viewids, masks = self.prepare_batch(batch)
+        batch = self.prepare_batch(batch)
         self.optimizer.zero_grad(set_to_none=True)
         # The forward pass updates BatchNorm running statistics before the loss is known to be finite:
         # keep a copy (a few KB) so that a skipped step leaves no trace.
         buffers = [b.clone() for b in self.model.buffers()]
         with self._autocast():
-            outputs = self.model(imgs, pids, masks, cam_label=camids, view_label=viewids)
-            terms = self.loss_fn(outputs, pids)
+            outputs = self.model(batch.images, batch.pids, batch.masks, cam_label=batch.camids,
+                                 view_label=batch.viewids)
+            terms = self.loss_fn(outputs, batch.pids)
         total = sum(terms.values())
-        self.batch_size = imgs.shape[0]
+        self.batch_size = len(batch)
         # Under DDP all ranks skip together: a rank that went on to backward() would wait forever for
         # the gradients of one that skipped.
         if not comm.all_true(torch.isfinite(total.detach())):
@@ -232,8 +225,11 @@ class Trainer:
         self.scaler.update()
         self.step_terms = {k: v.detach() for k, v in terms.items()}
         self.step_terms["total"] = total.detach()
+        self.storage.put_scalars(**{f"loss/{k}": v for k, v in self.step_terms.items()})
         if self.accuracy_fn is not None:
-            self.step_accuracy = self.accuracy_fn(outputs, pids).detach()
+            self.step_accuracy = self.accuracy_fn(outputs, batch.pids).detach()
+            self.storage.put_scalar("acc", self.step_accuracy)
+        self.storage.put_scalar("lr", self.lr, average=False)
 
     @torch.no_grad()
     def _restore_buffers(self, saved: list[torch.Tensor], where: torch.Tensor | None = None) -> None:

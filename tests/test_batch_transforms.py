@@ -39,7 +39,10 @@ def test_batched_path_gives_the_per_sample_batches_bitwise(synthetic_root, tmp_p
     expected, got = loader_batches(base), loader_batches(new)
     assert len(got) == len(expected) >= 4
     erased = 0
-    for (img, pid, cam, view, mask), (img2, pid2, cam2, view2, mask2) in zip(expected, got):
+    for a, b in zip(expected, got):
+        (img, pid, cam, view, mask), (img2, pid2, cam2, view2, mask2) = (
+            (x.images, x.pids, x.camids, x.viewids, x.masks) for x in (a, b))
+        assert a.augment is None and b.augment is None
         assert img2.dtype == torch.float32 and torch.equal(img2, img)
         assert torch.equal(pid2, pid) and torch.equal(cam2, cam) and torch.equal(view2, view)
         if base.MODEL.ARCH == "vit":
@@ -63,7 +66,7 @@ def test_vectorised_erasing_equals_the_cpu_loop(synthetic_root, tmp_path):
     loop = transform(batch)
     transform.vectorised_erasing = True
     vectorised = transform(batch)
-    assert torch.equal(loop[0], vectorised[0]) and torch.equal(loop[4], vectorised[4])
+    assert torch.equal(loop.images, vectorised.images) and torch.equal(loop.masks, vectorised.masks)
 
 
 def test_erasing_noise_is_standard_normal():
@@ -75,8 +78,8 @@ def test_erasing_noise_is_standard_normal():
         torch.manual_seed(seed)
         samples.append((torch.zeros(3, *size, dtype=torch.uint8), 0, 0, 0, None, params()))
     batch = batch_collate(samples)
-    noise = batch[4]["noise"]
-    img = transform(batch)[0]
+    noise = batch.augment.noise
+    img = transform(batch).images
     assert noise.numel() > 20000 and abs(float(noise.mean())) < 0.03 and abs(float(noise.std()) - 1) < 0.03
     # A black image normalises to -1 everywhere except in the rectangles, which hold the noise in order.
     assert torch.equal(img[img != -1].sort().values, noise[noise != -1].sort().values)
@@ -99,8 +102,30 @@ def test_trainer_prepare_batch_moves_and_transforms(synthetic_root):
     model = torch.nn.Linear(1, 1)
     trainer = Trainer(model, None, torch.optim.SGD(model.parameters(), 0.1), None, [batch], "cpu", 1,
                       batch_transform=make_batch_transform(cfg))
-    imgs, pids, camids, viewids, masks = trainer.prepare_batch(batch)
-    assert imgs.dtype == torch.float32 and imgs.shape == (8, 3, 64, 32)
-    assert masks.shape == (8, 6, 64, 32) and torch.allclose(masks.sum(1), torch.ones(()))
+    prepared = trainer.prepare_batch(batch)
+    assert prepared.images.dtype == torch.float32 and prepared.images.shape == (8, 3, 64, 32)
+    assert prepared.masks.shape == (8, 6, 64, 32) and torch.allclose(prepared.masks.sum(1), torch.ones(()))
+    assert prepared.augment is None and torch.equal(prepared.pids, batch.pids)
     plain = Trainer(model, None, trainer.optimizer, None, [batch], "cpu", 1)
-    assert plain.prepare_batch((imgs, pids, camids, viewids, None))[0] is imgs  # already on the device
+    assert plain.prepare_batch(prepared).images is prepared.images  # already on the device
+
+
+def test_a_batch_is_pinned_and_moved_field_by_field(synthetic_root, monkeypatch):
+    """DataLoader's pin-memory thread (``pin_memory=True`` on CUDA) calls the batch's own ``pin_memory``:
+    every tensor, the nested augmentation parameters included, is pinned; host fields stay as they are.
+    Pinning needs a GPU driver: the tensor method is stood in for, the dispatch is the loader's own."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    cfg = make_cfg(synthetic_root, INPUT__BATCH_AUGMENT=True)
+    batch = next(iter(make_train_loader(cfg, build_dataset(cfg.DATASETS.NAMES, cfg.DATASETS.ROOT_DIR))))
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t.clone())
+    out = pin_memory(batch)
+    assert type(out) is type(batch) and type(out.augment) is type(batch.augment)
+    tensors = [batch.images, batch.pids, batch.camids, batch.viewids, batch.augment.flip, batch.augment.crop,
+               batch.augment.erase, batch.augment.noise, batch.augment.parts, batch.augment.part_sizes]
+    assert len(pinned) == len(tensors) and all(any(p is t for p in pinned) for t in tensors)
+    assert out.masks is None and out.augment.erase_boxes == batch.augment.erase_boxes
+    assert torch.equal(out.augment.noise, batch.augment.noise) and out.images is not batch.images
+    moved = batch.to("meta")
+    assert moved.images.device.type == moved.augment.parts.device.type == "meta" and batch.images.device.type == "cpu"

@@ -3,6 +3,7 @@ nothing behind; ``kill -9`` + ``--resume`` ends bitwise where an uninterrupted r
 skipped without a trace."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import signal
@@ -126,7 +127,8 @@ def test_a_nan_batch_is_skipped_without_poisoning_the_model(synthetic_root, tmp_
     class PoisonSecondBatch(HookBase):
         def before_epoch(self) -> None:
             loader = self.trainer.train_loader
-            self.trainer.train_loader = [b if i != 1 else (b[0] * float("nan"), *b[1:]) for i, b in enumerate(loader)]
+            self.trainer.train_loader = [b if i != 1 else dataclasses.replace(b, images=b.images * float("nan"))
+                                         for i, b in enumerate(loader)]
 
     cfg = tiny_cfg(synthetic_root, str(tmp_path), "SOLVER.MAX_EPOCHS", "1")
     trainer = run_training(cfg, hooks=[PoisonSecondBatch()])

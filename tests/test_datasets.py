@@ -200,7 +200,7 @@ def test_both_mask_suffixes_are_found(data_copy):
         os.rename(mask, mask_candidates(rec.path)[1])
     assert [find_mask(r.path) for r in records] == [mask_candidates(r.path)[1] for r in records]
     train_loader = make_dataloader(make_cfg(data_copy))[0]
-    assert next(iter(train_loader))[4].shape[1] == 6
+    assert next(iter(train_loader)).masks.shape[1] == 6
 
 
 def test_missing_masks_are_counted(data_copy):
@@ -216,7 +216,7 @@ def test_missing_masks_are_counted(data_copy):
     cfg.MODEL.ARCH = "vit"  # the baseline never reads masks
     shutil.rmtree(occ(data_copy, "masks"))
     batch = next(iter(make_dataloader(cfg)[0]))
-    assert batch[4] is None and batch[0].shape == (8, 3, 64, 32)
+    assert batch.masks is None and batch.images.shape == (8, 3, 64, 32)
 
 
 # The first mask is read completely, the last one (always among the sampled) only by its header.
@@ -313,7 +313,9 @@ def test_train_and_val_loader_batches(synthetic_root):
     expected_batches = len(train_loader)
     batches = list(train_loader)
     assert len(batches) == expected_batches
-    imgs, pids, camids, viewids, masks = batches[0]
+    first = batches[0]
+    imgs, pids, camids, viewids, masks = first.images, first.pids, first.camids, first.viewids, first.masks
+    assert first.augment is None and len(first) == 8
     assert imgs.shape == (8, 3, 64, 32) and imgs.dtype == torch.float32
     assert all(t.shape == (8,) and t.dtype == torch.int64 for t in (pids, camids, viewids))
     assert masks.shape == (8, 6, 64, 32) and masks.dtype == torch.float32
@@ -321,7 +323,8 @@ def test_train_and_val_loader_batches(synthetic_root):
     assert sorted(Counter(pids.tolist()).values()) == [2, 2, 2, 2]
     records = val_loader.dataset.records
     assert records == ds.query + ds.gallery
-    imgs, pids, camids, occ_labels, paths = next(iter(val_loader))
+    batch = next(iter(val_loader))
+    imgs, pids, camids, occ_labels, paths = batch.images, batch.pids, batch.camids, batch.occ_labels, batch.paths
     n = min(16, len(records))
     assert imgs.shape == (n, 3, 64, 32) and pids.dtype == camids.dtype == occ_labels.dtype == torch.int64
     assert paths == [r.path for r in records[:n]] and occ_labels.tolist() == [0] * n
@@ -332,7 +335,7 @@ def test_softmax_sampler_and_new_benchmark_labels(synthetic_root):
     train_loader, val_loader, *_ = make_dataloader(cfg)
     ds = build_dataset("new_occ_duke", synthetic_root)
     assert len(train_loader) == len(ds.train) // 8
-    labels = torch.cat([batch[3] for batch in val_loader])
+    labels = torch.cat([batch.occ_labels for batch in val_loader])
     assert labels.tolist() == [r.occ_label for r in ds.query + ds.gallery]
 
 

@@ -2,11 +2,11 @@
 ``DATALOADER.NUM_WORKERS`` is and across an interrupted + resumed run with persistent workers."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 import torch
-from torch.utils._pytree import tree_flatten
 
 from processor.trainer import HookBase
 from tests.test_train import StopAfter, run_training, tiny_cfg
@@ -68,8 +68,17 @@ def test_augmentation_is_a_function_of_seed_epoch_and_position(synthetic_root, t
     fresh.sampler.set_epoch(2)
     used.sampler.set_epoch(2)
     for a, b in zip(fresh, used, strict=True):
-        a, b = tree_flatten(a)[0], tree_flatten(b)[0]  # the batched path's batches hold a dict (and host ints)
+        a, b = batch_leaves(a), batch_leaves(b)  # the batched path's batches hold their augmentation (and host ints)
         assert len(a) == len(b) and all(torch.equal(x, y) if torch.is_tensor(x) else x == y for x, y in zip(a, b))
+
+
+def batch_leaves(batch) -> list:
+    """Every field of a batch dataclass, nested ones (the augmentation parameters) flattened, in order."""
+    out = []
+    for f in dataclasses.fields(batch):
+        value = getattr(batch, f.name)
+        out += batch_leaves(value) if dataclasses.is_dataclass(value) else [value]
+    return out
 
 
 def test_resume_with_persistent_workers_is_bitwise_identical(synthetic_root, tmp_path):

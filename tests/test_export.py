@@ -70,7 +70,7 @@ def test_export_has_a_dynamic_batch_and_matches_pytorch(exported, images):
     assert [o.name for o in outs] == ["features", "visibility"]
     assert [o.shape[0] for o in outs] == ["batch", "batch"]  # dynamic on the outputs too, not the example's 2
     # Real crops through the eval transform, batch sizes 3 and 4 (export example: 2), plus random batches 1 and 5.
-    loader_batches = [b[0] for b in eval_loader(tiny_cfg("", "TEST.IMS_PER_BATCH", "4"), folder_records(images))]
+    loader_batches = [b.images for b in eval_loader(tiny_cfg("", "TEST.IMS_PER_BATCH", "4"), folder_records(images))]
     check = verify_onnx(model, session, loader_batches + random_batches(cfg), flip=False)
     assert check.batch_sizes == [4, 3, 1, 5] and check.images == 13
     assert check.max_abs_diff <= FEATURE_TOL and 0 < check.max_rel_diff < 1e-5

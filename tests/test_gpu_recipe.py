@@ -278,11 +278,12 @@ class ReusedOutputs(nn.Module):
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_evaluation_copies_what_a_cuda_graph_overwrites(flip):
+    from datasets.batch import EvalBatch
     from processor.inference import extract_features
 
     torch.manual_seed(0)
-    loader = [(torch.randn(4, 3, 2, 8), torch.arange(4), torch.zeros(4, dtype=torch.long), torch.zeros(4),
-               [f"b{i}_{k}.jpg" for k in range(4)]) for i in range(3)]
+    loader = [EvalBatch(torch.randn(4, 3, 2, 8), torch.arange(4), torch.zeros(4, dtype=torch.long),
+                        torch.zeros(4, dtype=torch.long), [f"b{i}_{k}.jpg" for k in range(4)]) for i in range(3)]
     expected = extract_features(ReusedOutputs(reuse=False), loader, "cpu", flip=flip)
     got = extract_features(ReusedOutputs(reuse=True), loader, "cpu", flip=flip)
     assert torch.equal(got["feats"], expected["feats"]) and torch.equal(got["vis"], expected["vis"])

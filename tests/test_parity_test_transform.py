@@ -45,7 +45,7 @@ def loader_inputs(fx: dict, folder: str, image_loader: str = "auto", in_training
             f.write(sample["file_bytes"].numpy().tobytes())
         records.append(ImageRecord(path, pid=-1, camid=0))
     loader = make_val_loader(cfg, ReIDDataset([], records, []), in_training=in_training)
-    return [img for imgs, *_ in loader for img in imgs]
+    return [img for batch in loader for img in batch.images]
 
 
 def test_stand_alone_evaluation_input_is_the_references_bit_for_bit(fixture, tmp_path):

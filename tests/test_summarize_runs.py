@@ -93,6 +93,49 @@ def test_parse_train_log_resume_and_summaries():
     assert curves == {"loss": [(1.0, 7.0), (2.0, 5.0)], "acc": [(1.0, 0.1), (2.0, 0.3)]} and epochs == 2
 
 
+def metrics_line(kind: str, e: int, i: int, n: int, **scalars: float) -> str:
+    """A line of metrics.jsonl (processor.events.JSONWriter)."""
+    return json.dumps({"kind": kind, "epoch": e, "iter": i, "iters_per_epoch": n, "step": (e - 1) * n + i,
+                       **scalars}) + "\n"
+
+
+def test_parse_metrics_resume_and_epoch_lines():
+    lines = [metrics_line("iter", 1, 2, 4, **{"loss/total": 9.0, "loss/a": 1.0, "acc": 0.1, "lr": 1e-3, "img_s": 5.0}),
+             metrics_line("iter", 1, 2, 4, **{"loss/total": 7.0, "loss/a": 0.5, "acc": 0.1, "lr": 1e-3}),
+             metrics_line("epoch", 1, 4, 4, **{"loss/total": 7.5, "acc": 0.1, "val/ALL/mAP": 0.3}),
+             metrics_line("iter", 2, 4, 4, **{"loss/total": 5.0, "loss/a": 0.25, "acc": None, "lr": 2e-3}),
+             metrics_line("epoch", 2, 4, 4, **{"loss/total": 5.0}), '{"kind": "iter", "epo']
+    curves, epochs = tool.parse_metrics(lines)
+    assert epochs == 2
+    assert curves["loss"] == [(0.5, 7.0), (2.0, 5.0)]  # the resumed line replaced the first; a cut line is skipped
+    assert curves["a"] == [(0.5, 0.5), (2.0, 0.25)] and curves["lr"] == [(0.5, 1e-3), (2.0, 2e-3)]
+    assert curves["acc"] == [(0.5, 0.1)] and set(curves) == {"loss", "a", "acc", "lr"}  # no pace, no validation
+    # Log period longer than an epoch: the epoch lines are the curve.
+    curves, epochs = tool.parse_metrics([metrics_line("epoch", 1, 4, 4, **{"loss/total": 7.0, "acc": 0.1}),
+                                         metrics_line("epoch", 2, 4, 4, **{"loss/total": 5.0, "acc": 0.3})])
+    assert curves == {"loss": [(1.0, 7.0), (2.0, 5.0)], "acc": [(1.0, 0.1), (2.0, 0.3)]} and epochs == 2
+
+
+def test_a_real_run_is_read_from_metrics_jsonl_and_an_old_one_from_its_log(real_run, tmp_path):
+    """The curves come from metrics.jsonl, no log line is parsed; a run written before metrics.jsonl (its
+    train_log.txt alone) still gives its curves, at the same points: with one log line per epoch the log's
+    running means are the period means of metrics.jsonl, to the log's three decimals."""
+    with open(os.path.join(real_run, "metrics.jsonl")) as f:
+        from_metrics = tool.parse_metrics(f.readlines())
+    new = tmp_path / "new"
+    shutil.copytree(real_run, new, ignore=shutil.ignore_patterns("*.pth", "train_log.txt"))
+    run = tool.read_run(str(new))
+    assert (run.curves, run.epochs) == from_metrics and run.epochs == 2
+    assert [x for x, _ in run.curves["loss"]] == pytest.approx([2 / 3, 5 / 3])  # Iter[2/3] of epochs 1 and 2
+    old = tmp_path / "old"
+    shutil.copytree(real_run, old, ignore=shutil.ignore_patterns("*.pth", "metrics.jsonl"))
+    old_run = tool.read_run(str(old))
+    assert old_run.epochs == 2 and set(old_run.curves) == set(run.curves)
+    for name, points in run.curves.items():
+        assert [x for x, _ in old_run.curves[name]] == pytest.approx([x for x, _ in points])
+        assert [v for _, v in old_run.curves[name]] == pytest.approx([v for _, v in points], abs=5e-4, rel=5e-3), name
+
+
 def test_table_and_curves_of_a_real_run_and_fake_ones(real_run, fake_runs, tmp_path, capsys):
     out = tmp_path / "summary"
     assert tool.main([real_run, fake_runs["going"], fake_runs["tested"], "--out", str(out)]) == 0

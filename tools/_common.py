@@ -131,7 +131,7 @@ def folder_records(folder: str) -> list[ImageRecord]:
 
 def eval_loader(cfg: CfgNode, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord] = ()) -> DataLoader:
     """The evaluation loader (eval transform, ``TEST.IMS_PER_BATCH``) over ``query`` then ``gallery``,
-    in order; batches ``(imgs, pids, camids, occ_labels, paths)``. An unreadable image raises
+    in order; batches :class:`datasets.batch.EvalBatch`. An unreadable image raises
     :class:`DataError` naming it when its batch is loaded."""
     return make_val_loader(cfg, ReIDDataset([], list(query), list(gallery)))
 

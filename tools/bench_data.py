@@ -72,7 +72,7 @@ class Timed:
             if self.transform is not None:
                 batch = self.transform(batch)
             loading, augmenting = loading + t1 - t0, augmenting + time.perf_counter() - t1
-            seen += batch[0].shape[0]
+            seen += len(batch)
         return loading, augmenting, seen
 
 

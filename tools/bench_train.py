@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import gc
 import os
 import statistics
@@ -79,6 +80,7 @@ def random_batch(cfg, batch: int, size: tuple[int, int], device: str, raw: bool 
     per-sample augmentation parameters drawn as the workers draw them), for the trainer's batch
     transform; else already augmented (float images, soft masks).
     """
+    from datasets.batch import TrainBatch
     from datasets.batch_transforms import AugmentParams, batch_collate
 
     h, w = size
@@ -86,15 +88,12 @@ def random_batch(cfg, batch: int, size: tuple[int, int], device: str, raw: bool 
     pids = torch.arange(batch) // 4
     if not raw:
         masks = F.interpolate(torch.randn(batch, p + 1, h // 8, w // 8) * 15, size=(h, w)).softmax(1)
-        data = (torch.randn(batch, 3, h, w), pids, torch.zeros(batch, dtype=torch.long),
-                torch.zeros(batch, dtype=torch.long), masks)
-        return tuple(t.to(device) for t in data)
+        return TrainBatch(torch.randn(batch, 3, h, w), pids, torch.zeros(batch, dtype=torch.long),
+                          torch.zeros(batch, dtype=torch.long), masks).to(device)
     params = AugmentParams(size, cfg.INPUT.PROB, cfg.INPUT.PADDING, cfg.INPUT.RE_PROB)
     samples = [(torch.randint(0, 256, (3, h, w), dtype=torch.uint8), int(pids[i]), 0, 0,
                 torch.rand(p, h // 8, w // 8).half(), params()) for i in range(batch)]
-    imgs, pids, camids, viewids, aug = batch_collate(samples)
-    return imgs.to(device), pids.to(device), camids.to(device), viewids.to(device), {
-        k: v.to(device) if torch.is_tensor(v) else v for k, v in aug.items()}
+    return batch_collate(samples).to(device)
 
 
 def build(backbone: str, device: str, dtype: torch.dtype | None, batch: int, size: tuple[int, int],
@@ -152,7 +151,6 @@ def with_earlier_host_reads(trainer: Trainer, data):
     ``if torch.isinf(loss)`` read of each part-triplet term."""
     from loss.make_loss import PART_TRIPLET_FEATS
 
-    imgs, pids, camids, viewids, aug = data
     loss_fn = trainer.loss_fn
 
     def reading(outputs, labels):
@@ -163,7 +161,7 @@ def with_earlier_host_reads(trainer: Trainer, data):
         return terms
 
     trainer.loss_fn = reading
-    return imgs, pids, camids, viewids, {k: v for k, v in aug.items() if k != "erase_boxes"}
+    return dataclasses.replace(data, augment=dataclasses.replace(data.augment, erase_boxes=None))
 
 
 def host_time(device: str, batch: int, size: tuple[int, int], iters: int) -> None:

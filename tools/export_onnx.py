@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{cfg.INPUT.SIZE_TEST[0]}, {cfg.INPUT.SIZE_TEST[1]}) -> features, visibility"
              + (" (flip averaged in the graph)" if cfg.TEST.FLIP_FEATS else ""))
     if args.images:
-        batches = (batch[0] for batch in eval_loader(cfg, folder_records(args.images)))
+        batches = (batch.images for batch in eval_loader(cfg, folder_records(args.images)))
     else:
         batches = random_batches(cfg)
     check = verify_onnx(model, onnx_session(output), batches, cfg.TEST.FLIP_FEATS, args.atol)

@@ -338,7 +338,7 @@ def e2e_rows(s: Setup, report: Report, workers: int) -> None:
             next(it)
         t, n = time.perf_counter(), 0
         for _ in range(iters):
-            n += next(it)[0].shape[0]
+            n += len(next(it))
         return {"img/s": _rate(n, time.perf_counter() - t), "note": f"{iters} batches after {warmup}"}
 
     def end_to_end() -> dict:
@@ -352,7 +352,7 @@ def e2e_rows(s: Setup, report: Report, workers: int) -> None:
         for _ in range(iters):
             batch = next(it)
             trainer.run_step(batch)
-            n += batch[0].shape[0]
+            n += len(batch)
         _sync(s.device)
         return {"img/s": _rate(n, time.perf_counter() - t), "peak GiB": _peak(s.device),
                 "note": f"{iters} steps after {warmup}, {_precision(trainer)}, eager"}

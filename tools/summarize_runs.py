@@ -6,7 +6,8 @@
                                                                                    # (data_cache) are skipped
 
 Each argument is an ``OUTPUT_DIR`` of ``train.py`` and / or ``test.py``. From each run it reads what
-exists — ``config.yaml``, ``train_log.txt``, ``val_results.json`` (validation during training) and
+exists — ``config.yaml``, ``metrics.jsonl`` (or, in runs written before it existed, ``train_log.txt``),
+``val_results.json`` (validation during training) and
 ``results.json`` of ``test.py``, in the folder itself or in a sub-folder (``test.py`` tests a run into
 ``test_occ_duke/``, ``test_new_occ_duke/``, ``test_occ_duke_rerank/`` ...) — so a run still training, or
 one never evaluated, has blanks instead of failing. Given several folders, those that are not runs (no such file,
@@ -22,9 +23,11 @@ e.g. the data cache) are skipped with a line saying so. It writes to ``--out`` (
 * ``seeds.md`` and ``seeds.csv`` (when two or more runs differ only in ``SOLVER.SEED``): a row per
   config, ``mean ± std`` of every metric over its seeds (sample standard deviation) and their count
   ``n``, so that a difference between configs can be read against the spread between seeds.
-* ``curves.png``: every loss term, the total loss, training accuracy, the learning rate (running
-  averages of the log lines ``processor.hooks.LoggingHook`` writes every ``SOLVER.LOG_PERIOD``
-  iterations, against fractional epochs) and the validation mAP, one panel each, all runs overlaid.
+* ``curves.png``: every loss term, the total loss, training accuracy, the learning rate and the
+  validation mAP against fractional epochs, one panel each, all runs overlaid. Training curves come
+  from ``metrics.jsonl`` (:class:`processor.events.JSONWriter`: means over each ``SOLVER.LOG_PERIOD``
+  iterations); an older run without it is read from the log lines of ``train_log.txt`` (running
+  averages since the start of each epoch).
 """
 from __future__ import annotations
 
@@ -45,8 +48,8 @@ from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no GUI backend, 
 from utils.cli import ArgumentParser, run_main  # noqa: E402
 from utils.errors import DataError  # noqa: E402
 
-__all__ = ["Run", "NotARunError", "read_run", "parse_train_log", "differing_keys", "table_rows", "write_table",
-           "seed_groups", "seed_rows", "write_seed_table", "plot_curves", "main"]
+__all__ = ["Run", "NotARunError", "read_run", "parse_metrics", "parse_train_log", "differing_keys", "table_rows",
+           "write_table", "seed_groups", "seed_rows", "write_seed_table", "plot_curves", "main"]
 
 # LoggingHook (processor/hooks.py): "Epoch[e] Iter[i/n] loss: <total> <term>: <v> ... acc: <a> lr: <lr> ..."
 _ITER_LINE = re.compile(r"Epoch\[(\d+)\] Iter\[(\d+)/(\d+)\] loss: (\S+) (.*?)\s*acc: (\S+) lr: (\S+)")
@@ -74,8 +77,8 @@ class Run:
         path: the folder as given; name: the label in the table and the legend (the folder's name;
             :func:`main` uses the paths when two names clash).
         config: flattened ``config.yaml`` (``{'MODEL.ARCH': 'tsd', ...}``).
-        curves: ``{series: [(fractional epoch, value), ...]}`` from ``train_log.txt`` (loss terms,
-            ``loss``, ``acc``, ``lr``).
+        curves: ``{series: [(fractional epoch, value), ...]}`` from ``metrics.jsonl`` or ``train_log.txt``
+            (loss terms, ``loss``, ``acc``, ``lr``).
         epochs: the last finished epoch (0 when none).
         validation: ``{epoch: {split: {rank1, mAP, mINP, ...}}}`` from ``val_results.json``.
         tests: ``{(protocol 'standard' | 'new', re-ranked): (results.json path, {split: {...}})}`` from
@@ -103,8 +106,48 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _series_name(key: str) -> str | None:
+    """The curve of a ``metrics.jsonl`` key: ``loss/total`` -> ``loss``, ``loss/<term>`` -> ``<term>``,
+    ``acc`` and ``lr`` as they are; None for the others (pace, validation)."""
+    if key == "loss/total":
+        return "loss"
+    if key.startswith("loss/"):
+        return key[5:]
+    return key if key in ("acc", "lr") else None
+
+
+def parse_metrics(lines: Sequence[str]) -> tuple[dict[str, list[tuple[float, float]]], int]:
+    """Training curves and the last finished epoch from ``metrics.jsonl`` lines.
+
+    Points sit at fractional epochs ``epoch - 1 + iter / iters_per_epoch``: the ``iter`` lines (means
+    over each log period), or the ``epoch`` lines (epoch means, at whole epochs) when a run's log period
+    exceeds an epoch. Where an (epoch, iteration) occurs twice (a resumed run not yet restarted cuts the
+    file), the later line wins; lines that are not JSON (one being written) are skipped.
+
+    Returns:
+        ``(curves, epochs)``: ``{series: sorted [(x, value)]}`` and the last finished epoch.
+    """
+    points: dict[str, dict[str, dict[float, float]]] = {"iter": {}, "epoch": {}}
+    epochs = 0
+    for line in lines:
+        try:
+            record = json.loads(line)
+            kind, x = record["kind"], record["epoch"] - 1 + record["iter"] / record["iters_per_epoch"]
+        except (ValueError, KeyError, TypeError, ZeroDivisionError):
+            continue
+        if kind == "epoch":
+            epochs = record["epoch"]  # after a resume the epochs restart below the previous maximum
+        for key, value in record.items():
+            name = _series_name(key)
+            if name is not None and isinstance(value, (int, float)) and kind in points:
+                points[kind].setdefault(name, {})[x] = float(value)
+    chosen = points["iter"] or points["epoch"]
+    return {k: sorted(v.items()) for k, v in chosen.items()}, epochs
+
+
 def parse_train_log(lines: Sequence[str]) -> tuple[dict[str, list[tuple[float, float]]], int]:
-    """Training curves and the last finished epoch from ``train_log.txt`` lines.
+    """Training curves and the last finished epoch from ``train_log.txt`` lines (runs written before
+    ``metrics.jsonl`` existed).
 
     Points sit at fractional epochs ``e - 1 + i / n``. A resumed run appends to the same log and
     repeats the epochs after its last checkpoint: the later line of an (epoch, iteration) wins. Runs
@@ -170,11 +213,13 @@ def read_run(path: str) -> Run:
         except yaml.YAMLError as e:
             raise DataError(f"{cfg_path} is not valid YAML ({str(e).splitlines()[0]}); "
                             "train.py writes it, restore it from the run") from e
-    log_path = os.path.join(path, "train_log.txt")
-    if os.path.isfile(log_path):
-        found = True
-        with open(log_path, errors="replace") as f:
-            run.curves, run.epochs = parse_train_log(f.readlines())
+    metrics_path, log_path = os.path.join(path, "metrics.jsonl"), os.path.join(path, "train_log.txt")
+    for curves_path, parse in ((metrics_path, parse_metrics), (log_path, parse_train_log)):
+        if os.path.isfile(curves_path):
+            found = True
+            with open(curves_path, errors="replace") as f:
+                run.curves, run.epochs = parse(f.readlines())
+            break
     val_path = os.path.join(path, "val_results.json")
     if os.path.isfile(val_path):
         found = True
@@ -488,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntable: {md_path}, {csv_path}")
     if seeds:
         print(f"\nover seeds (mean ± std, n runs per config):\n\n{seeds[0]}\n\ntable: {seeds[1]}, {seeds[2]}")
-    print(f"curves: {png}" if png else "curves: none (no run has a train_log.txt with loss lines or a validation)")
+    print(f"curves: {png}" if png else "curves: none (no run has loss values in metrics.jsonl / train_log.txt or a validation)")
     return 0
 
 

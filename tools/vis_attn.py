@@ -162,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     names = query_names(cfg)
 
     index_rows, visibility, count = [], {}, 0
-    for imgs, _, _, _, paths in eval_loader(cfg, records):
-        attn, probs = attention_and_visibility(model, imgs.to(device))
+    for batch in eval_loader(cfg, records):
+        attn, probs = attention_and_visibility(model, batch.images.to(device))
         maps = head_mean_attention(attn, model.base.num_y, model.base.num_x).float().cpu().numpy()
-        for path, image_maps, image_probs in zip(paths, maps, probs.float().cpu().numpy()):
+        for path, image_maps, image_probs in zip(batch.paths, maps, probs.float().cpu().numpy()):
             row = AttentionRow(file_stem(path), display_image(path, cfg.INPUT.SIZE_TEST), image_maps,
                                attention_titles(names, image_probs))
             save_figure(plot_attention([row]), figure_path(out, count, path))
