@@ -19,13 +19,12 @@ from yacs.config import CfgNode as CN
 from utils.errors import ConfigError
 
 from .defaults import _C
+from .parts import PART_GROUP_SIZES, grouping_for_parts
 
 __all__ = ["get_cfg_defaults", "load_cfg", "cfg_from_args", "validate_cfg", "PART_GROUP_SIZES", "PART_KEYS",
            "grouping_for_parts", "EVAL_IMAGE_LOADERS", "TRUNCATED_IMAGE_POLICIES"]
 
 BASE_KEY = "_BASE_"
-# Number of parts of each INPUT.MASK_PREPROCESS grouping (see datasets/masks.py).
-PART_GROUP_SIZES = {"eight": 8, "five": 5, "three": 3, "one": 1}
 # TEST.IMAGE_LOADER: the evaluation's image path ('auto': the reference's choice per entry point).
 EVAL_IMAGE_LOADERS = ("auto", "pil", "cv2")
 # DATASETS.TRUNCATED_IMAGES: what a JPEG cut mid-stream does.
@@ -33,11 +32,6 @@ TRUNCATED_IMAGE_POLICIES = ("error", "warn", "ignore")
 # The part count and the grouping that makes it: one fact in two keys. A config layer (a file of the
 # _BASE_ chain, then the command line) that sets one of them sets the other (see _couple_parts).
 PART_KEYS = ("MODEL.NUM_PARTS", "INPUT.MASK_PREPROCESS")
-
-
-def grouping_for_parts(num_parts: int) -> str | None:
-    """The ``INPUT.MASK_PREPROCESS`` grouping that makes ``num_parts`` parts, or None if none does."""
-    return next((g for g, n in PART_GROUP_SIZES.items() if n == num_parts), None)
 
 
 def _groupings_text() -> str:

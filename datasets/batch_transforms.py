@@ -23,7 +23,9 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .masks import add_background, flip_permutation
+from config.parts import flip_permutation
+
+from .masks import add_background
 from .transforms import PairedRandomErasing
 
 __all__ = ["AugmentParams", "batch_collate", "BatchTrainTransform"]

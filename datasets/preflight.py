@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 
+from config.parts import PART_GROUPINGS
 from utils.errors import ConfigError, DataError
 
 from .bases import ReIDDataset
-from .masks import MASK_SOURCE_HINT, MASK_SUBDIR, PART_GROUPINGS, find_mask, read_mask_header
+from .masks import MASK_SOURCE_HINT, MASK_SUBDIR, find_mask, read_mask_header
 from .transforms import TRUNCATED_FIX, check_truncated, file_is_truncated
 
 __all__ = ["needs_masks", "check_truncated_files", "preflight"]

@@ -192,10 +192,3 @@ def test_part_keys_that_disagree_in_one_layer_name_the_fix(tmp_path):
         load_cfg(four)
     with pytest.raises(ConfigError, match="INPUT.MASK_PREPROCESS must be one of"):
         load_cfg(None, ["INPUT.MASK_PREPROCESS", "six"])
-
-
-def test_part_group_sizes_match_the_groupings():
-    """config cannot import datasets (a layer up): its sizes must equal the groupings' lengths."""
-    from datasets.masks import PART_GROUPINGS
-
-    assert {g: len(parts) for g, parts in PART_GROUPINGS.items()} == PART_GROUP_SIZES

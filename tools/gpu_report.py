@@ -372,7 +372,8 @@ def eval_rows(s: Setup, report: Report) -> None:
     """Feature extraction over query + gallery (real loader), then the evaluator, as processor.inference does."""
     from datasets import make_dataloader
     from model import make_model
-    from processor.inference import eval_amp_dtype, extract_features, make_evaluator
+    from evaluation import ReidEvaluator
+    from processor.inference import eval_amp_dtype, extract_features
 
     state = {}
 
@@ -399,7 +400,7 @@ def eval_rows(s: Setup, report: Report) -> None:
             raise RuntimeError("no features (the extraction row failed)")
         data, cfg = state["data"], state["cfg"]
         t = time.perf_counter()
-        evaluator = make_evaluator(cfg, state["num_query"])
+        evaluator = ReidEvaluator.from_cfg(cfg, state["num_query"])
         evaluator.update(data["feats"], data["vis"], data["pids"], data["camids"])
         evaluator.compute()
         _sync(s.device)
