@@ -93,8 +93,6 @@ class ReidEvaluator:
         PER_PART). With PER_PART the per-token rows are named after the model's tokens
         (:func:`config.parts.token_names` of ``MODEL.ARCH`` and ``INPUT.MASK_PREPROCESS``: ``global``,
         then the parts)."""
-        if cfg.TEST.FEAT_NORM not in ("yes", "no"):
-            raise ConfigError(f"TEST.FEAT_NORM is {cfg.TEST.FEAT_NORM!r}: set it to 'yes' or 'no'")
         return cls(
             num_query,
             feat_norm=cfg.TEST.FEAT_NORM == "yes",

@@ -56,6 +56,13 @@ def test_new_benchmark_config_inherits_paper_settings():
     (["MODEL.NUM_PARTS", "1", "MODEL.WITH_DIVERSE_LOSS", "True"], "add MODEL.WITH_DIVERSE_LOSS False for one part"),
     (["MODEL.DEVICE_ID", "0 1"], "MODEL.DEVICE_ID must be GPU indices separated by commas"),
     (["MODEL.ARCH", "resnet"], "MODEL.ARCH must be one of"),
+    # checked by the validator alone (before: by the scheduler, the re-ranking, the trainer, the loaders)
+    (["SOLVER.MAX_EPOCHS", "0"], "SOLVER.MAX_EPOCHS must be >= 1, got 0"),
+    (["SOLVER.WARMUP_EPOCHS", "-1"], "SOLVER.WARMUP_EPOCHS must be >= 0, got -1"),
+    (["TEST.RE_RANKING_K1", "0"], "TEST.RE_RANKING_K1 must be >= 1, got 0"),
+    (["TEST.RE_RANKING_K2", "0"], "TEST.RE_RANKING_K2 must be >= 1, got 0"),
+    (["TEST.RE_RANKING_LAMBDA", "1.5"], "TEST.RE_RANKING_LAMBDA must be in [0.0, 1.0], got 1.5"),
+    (["SOLVER.COMPILE_MODE", "fast"], "SOLVER.COMPILE_MODE must be one of"),
 ])
 def test_bad_overrides_are_one_clear_line(opts, needle):
     with pytest.raises(ConfigError) as e:
