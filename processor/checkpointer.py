@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from config.diff import config_diff, format_diff
 from solver import init_momentum_buffers, regroup_state
 from utils import comm
 from utils.cli import ALLOW_CONFIG_CHANGE_FLAG, CONFIG_FILE, OVERWRITE_FLAG, run_config_beside
@@ -140,34 +141,6 @@ def set_rng_state(state: dict) -> None:
                 return
             cuda = cuda[device]
         torch.cuda.set_rng_state(cuda)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_diff(saved: str, cfg, keys: tuple[str, ...] | None = None,
-                ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
-    """``(key, saved value, current value)`` for every key whose value differs between the YAML dump
-    ``saved`` (``cfg.dump()`` of a run) and ``cfg``; only ``keys`` if given; keys starting with an
-    entry of ``ignore`` are skipped. Keys unknown to either side count as differing."""
-    import yaml
-
-    a, b = _flatten(yaml.safe_load(saved) or {}), _flatten(yaml.safe_load(cfg.dump()))
-    names = keys if keys is not None else sorted(set(a) | set(b))
-    return [(k, a.get(k), b.get(k)) for k in names
-            if not k.startswith(ignore) and a.get(k) != b.get(k)]
-
-
-def format_diff(diff: list[tuple[str, Any, Any]]) -> str:
-    """``KEY saved (now current), ...`` for an error message."""
-    return ", ".join(f"{k} {a!r} (now {b!r})" for k, a, b in diff)
 
 
 def read_state(path: str, mmap: bool = False) -> dict:

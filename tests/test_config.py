@@ -199,3 +199,19 @@ def test_part_keys_that_disagree_in_one_layer_name_the_fix(tmp_path):
         load_cfg(four)
     with pytest.raises(ConfigError, match="INPUT.MASK_PREPROCESS must be one of"):
         load_cfg(None, ["INPUT.MASK_PREPROCESS", "six"])
+
+
+def test_flatten_and_diff_once_for_the_checkpointer_and_summarize_runs():
+    """config.diff: the one flatten / diff (the checkpointer's resume and TEST.WEIGHT checks, the runs table)."""
+    from config.diff import config_diff, differing_keys, flatten, format_diff
+
+    assert flatten({"MODEL": {"ARCH": "tsd", "STRIDE_SIZE": [16, 16]}, "OUTPUT_DIR": ""}) == {
+        "MODEL.ARCH": "tsd", "MODEL.STRIDE_SIZE": [16, 16], "OUTPUT_DIR": ""}
+    old, new, newer = {"A": 1, "B": [1, 2]}, {"A": 1, "B": [1, 3], "C": 0}, {"A": 2, "B": [1, 3], "C": 0}
+    assert differing_keys([old, new, newer]) == ["A", "B"]  # C is missing from the older config: not compared
+    assert differing_keys([old, new], skip_missing=False) == ["B", "C"]
+    assert differing_keys([old, newer], keys=["C", "A"], ignore=("C",)) == ["A"]
+    saved = load_cfg(None, ["SOLVER.BASE_LR", "0.004"]).dump()
+    diff = config_diff(saved, load_cfg(None, ["SOLVER.BASE_LR", "0.008", "OUTPUT_DIR", "x"]), ignore=("OUTPUT_DIR",))
+    assert diff == [("SOLVER.BASE_LR", 0.004, 0.008)]
+    assert format_diff(diff) == "SOLVER.BASE_LR 0.004 (now 0.008)"
