@@ -26,11 +26,17 @@ import torch
 from torch import nn
 
 from config.diff import config_diff, format_diff
+from config.run_config import run_config_beside
 from solver import init_momentum_buffers, regroup_state
 from utils import comm
-from utils.cli import ALLOW_CONFIG_CHANGE_FLAG, CONFIG_FILE, OVERWRITE_FLAG, run_config_beside
 from utils.errors import CheckpointError
 from utils.logger import get_logger
+
+# train.py's flags, whose meaning is this module's (it names them in its messages): resume although
+# config keys differ from the run's (check_resume_config); start over in an OUTPUT_DIR that holds a run,
+# deleting its checkpoints (prepare_new_run).
+ALLOW_CONFIG_CHANGE_FLAG = "--allow-config-change"
+OVERWRITE_FLAG = "--overwrite"
 
 # Keys that change the model's tensors or what its weights mean: a checkpoint only fits a config
 # with the same values (INPUT.SIZE_TEST: the positional embedding's grid at evaluation).

@@ -1,5 +1,10 @@
 """The import graph follows the layers: a package imports only the project packages below it.
 
+Layers, bottom up: ``utils`` (leaf helpers) < ``config`` (defaults, loading, validation, the part facts)
+< ``datasets``, ``model``, ``loss``, ``solver``, ``evaluation`` (side by side: none imports another)
+< ``processor`` (trainer, hooks, checkpointer, inference, export, the builder of a run) < the entry
+points ``train.py``, ``test.py`` and ``tools/``.
+
 Read from the source (every ``import`` / ``from ... import`` statement, function-level ones included),
 so an upward import fails here even where no test happens to run it.
 """
@@ -12,9 +17,19 @@ import pytest
 
 from tests.parity import REPO
 
-# package -> the project packages it may import (besides itself)
+_MIDDLE = {"datasets", "model", "loss", "solver", "evaluation"}
+_BELOW_PROCESSOR = {"utils", "config"} | _MIDDLE
+# package or top-level module -> the project packages it may import (besides itself)
 ALLOWED = {
-    "evaluation": {"utils"},
+    "utils": set(),
+    "config": {"utils"},
+    # side by side: each needs only the leaf helpers and the config (part facts, choices)
+    **{package: {"utils", "config"} for package in sorted(_MIDDLE)},
+    "processor": _BELOW_PROCESSOR,
+    "train": _BELOW_PROCESSOR | {"processor"},
+    "test": _BELOW_PROCESSOR | {"processor"},
+    # tools/bench_eval.py times the reference oracles, which live beside the tests that check the evaluator
+    "tools": _BELOW_PROCESSOR | {"processor", "tests"},
 }
 
 
@@ -30,24 +45,33 @@ def _project_modules() -> set[str]:
     return names
 
 
-def _imports(package: str) -> dict[str, set[str]]:
-    """``{file: top-level names it imports absolutely}`` for every source file of ``package``."""
+def _source_files(name: str) -> list[str]:
+    """The ``.py`` files of the top-level package or module ``name``."""
+    if os.path.isfile(os.path.join(REPO, name + ".py")):
+        return [os.path.join(REPO, name + ".py")]
+    return [os.path.join(folder, f) for folder, _, files in os.walk(os.path.join(REPO, name))
+            for f in files if f.endswith(".py")]
+
+
+def _imports(name: str) -> dict[str, set[str]]:
+    """``{file: top-level names it imports absolutely}`` for every source file of ``name``."""
     out = {}
-    for folder, _, files in os.walk(os.path.join(REPO, package)):
-        for name in files:
-            if not name.endswith(".py"):
-                continue
-            path = os.path.join(folder, name)
-            with open(path, encoding="utf-8") as f:
-                tree = ast.parse(f.read(), path)
-            found = set()
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    found.update(alias.name.split(".")[0] for alias in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    found.add(node.module.split(".")[0])
-            out[os.path.relpath(path, REPO)] = found
+    for path in _source_files(name):
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+        out[os.path.relpath(path, REPO)] = found
     return out
+
+
+def test_every_project_package_has_a_layer() -> None:
+    """A new top-level package must be placed in ALLOWED (``tests`` may import anything)."""
+    assert _project_modules() - {"tests"} == set(ALLOWED)
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))

@@ -18,10 +18,11 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from config.parts import token_names
-from utils.cli import EVAL_CONFIG_HELP, check_test_weight, config_argparser, load_eval_cfg
+from config.run_config import EVAL_CONFIG_HELP, check_test_weight, load_eval_cfg
 from datasets.bases import IMAGE_EXTENSIONS, ImageRecord, ReIDDataset, list_images
 from datasets.make_dataloader import make_val_loader
 from datasets.transforms import read_image
+from utils.cli import config_argparser
 from utils.errors import ConfigError, DataError
 from utils.logger import setup_logger
 from utils.misc import apply_device_id, resolve_device
