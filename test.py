@@ -49,7 +49,7 @@ def main() -> int:
 
     from datasets import make_test_loader
     from model import make_model
-    from processor.checkpointer import check_weight_config
+    from processor.run_folder import check_weight_config
     from processor.inference import evaluate, format_results, results_to_json
     from utils.logger import setup_logger
     from utils.misc import apply_device_id, resolve_device, set_tf32

@@ -17,9 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from config import load_cfg  # noqa: E402
 from config.run_config import CONFIG_FILE  # noqa: E402
 from processor.builder import build_trainer  # noqa: E402
-from processor.checkpointer import (  # noqa: E402
-    ALLOW_CONFIG_CHANGE_FLAG, OVERWRITE_FLAG, RunLock, check_resume_config, prepare_new_run,
-)
+from processor.run_folder import (ALLOW_CONFIG_CHANGE_FLAG, OVERWRITE_FLAG, RunLock, check_resume_config,  # noqa: E402
+                                  prepare_new_run)
 from utils.cli import check_device, check_output_dir, config_argparser, run_main  # noqa: E402
 
 # A config key (``SOLVER.BASE_LR``, ``OUTPUT_DIR``) as opposed to a checkpoint path.

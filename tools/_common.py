@@ -73,7 +73,7 @@ def load_tool_cfg(args: argparse.Namespace, need_weight: bool = True, model_file
     cfg = load_eval_cfg(args.config_file, args.opts, model_file)
     apply_device_id(cfg.MODEL.DEVICE_ID)
     if need_weight:
-        from processor.checkpointer import check_weight_config
+        from processor.run_folder import check_weight_config
 
         check_test_weight(cfg)
         check_weight_config(cfg.TEST.WEIGHT, cfg)
