@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -84,3 +86,16 @@ def test_no_import_runs_up_a_layer(package: str) -> None:
         if found & project - ALLOWED[package] - {package}
     }
     assert not upward, f"{package} may import only {sorted(ALLOWED[package])} of the project: {upward}"
+
+
+def test_train_reads_its_command_line_and_config_before_torch_loads() -> None:
+    """train.py's imports (config, the run-folder rules with its flags, the builder) load no torch, timm or
+    data package: a bad flag or config key is reported in a fraction of a second, not after seconds of
+    imports."""
+    code = ("import sys; sys.modules['torch'] = None  # importing torch now fails\n"
+            "import train; from config import load_cfg\n"
+            "config_file, opts, *_ = train.parse_args(['--config_file', 'configs/demo/tsd_tiny.yml', '--overwrite'])\n"
+            "load_cfg(config_file, opts)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('timm', 'datasets', 'model', 'loss', 'solver')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
