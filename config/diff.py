@@ -1,7 +1,7 @@
 """Configs as flat ``{'MODEL.ARCH': 'tsd'}`` dicts, and the keys in which they differ.
 
-One implementation for the two readers: the checkpointer compares a run's saved config with the one it
-is given (resume, ``TEST.WEIGHT``), ``tools/summarize_runs.py`` the configs of several runs.
+One implementation for the two readers: :mod:`processor.run_folder` compares a run's saved config with
+the one it is given (resume, ``TEST.WEIGHT``), ``tools/summarize_runs.py`` the configs of several runs.
 """
 from __future__ import annotations
 

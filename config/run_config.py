@@ -2,11 +2,14 @@
 
 ``train.py`` writes the run's config into ``OUTPUT_DIR/config.yaml`` (:data:`CONFIG_FILE`), beside its
 weight files; ``test.py`` and the tools that evaluate ``TEST.WEIGHT`` load it from there when no
-``--config_file`` is given (:func:`load_eval_cfg`), and the checkpointer compares a given config with it.
+``--config_file`` is given (:func:`load_eval_cfg`), and :mod:`processor.run_folder` compares a given
+config with it.
 """
 from __future__ import annotations
 
 import os
+
+from yacs.config import CfgNode
 
 from utils.errors import CheckpointError, ConfigError
 
@@ -53,14 +56,14 @@ def eval_config_file(config_file: str | None, opts: list[str], model_file: str |
     return saved
 
 
-def load_eval_cfg(config_file: str | None, opts: list[str], model_file: str | None = None):
+def load_eval_cfg(config_file: str | None, opts: list[str], model_file: str | None = None) -> CfgNode:
     """Config for evaluating ``TEST.WEIGHT``: :func:`eval_config_file` + overrides, with
     ``MODEL.PRETRAIN_CHOICE none`` (the checkpoint overwrites every backbone weight, so the ImageNet
     file is never needed)."""
     return load_cfg(eval_config_file(config_file, list(opts), model_file), list(opts) + ["MODEL.PRETRAIN_CHOICE", "none"])
 
 
-def check_test_weight(cfg) -> None:
+def check_test_weight(cfg: CfgNode) -> None:
     """Raise a one-line ``CheckpointError`` when ``TEST.WEIGHT`` is empty or not a file."""
     if not cfg.TEST.WEIGHT:
         raise CheckpointError("no checkpoint given: add TEST.WEIGHT <run folder>/transformer_<epoch>.pth to the command")
