@@ -15,72 +15,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from config import load_cfg  # noqa: E402
-from utils.cli import (ALLOW_CONFIG_CHANGE_FLAG, OVERWRITE_FLAG, check_device, check_output_dir,  # noqa: E402
-                       config_argparser, run_main)
-
-
-def build_trainer(cfg, resume: str | None = None):
-    """Everything a run needs: data, model, loss, solver, hooks. Returns the :class:`Trainer`."""
-    import torch
-    from torch.nn.parallel import DistributedDataParallel
-
-    from datasets import make_batch_transform, make_dataloader
-    from loss import accuracy, make_loss
-    from model import make_model
-    from processor.checkpointer import Checkpointer
-    from processor.events import JSONWriter, TensorboardWriter
-    from processor.hooks import CheckpointHook, EvalHook, IterationTimer, LoggingHook, PeriodicWriter
-    from processor.inference import evaluate, format_results, results_to_json
-    from processor.trainer import Trainer, amp_settings, compile_model
-    from solver import create_scheduler, make_optimizer
-    from utils import comm
-    from utils.logger import get_logger
-    from utils.misc import resolve_device, set_tf32
-
-    logger = get_logger()
-    device = resolve_device(cfg.MODEL.DEVICE)
-    set_tf32(cfg.MODEL.TF32, device)
-    train_loader, val_loader, num_query, num_classes, camera_num, view_num = make_dataloader(cfg)
-    model = make_model(cfg, num_classes, camera_num, view_num).to(device)
-    loss_fn = make_loss(cfg, num_classes)
-    optimizer = make_optimizer(cfg, model)
-    scheduler = create_scheduler(cfg, optimizer)
-    amp_dtype, use_scaler = amp_settings(cfg.SOLVER.AMP, cfg.SOLVER.AMP_DTYPE, device)
-    if cfg.SOLVER.COMPILE:  # before the DDP wrapper, so that evaluation (on the bare model) is compiled too
-        compile_model(model, cfg.SOLVER.COMPILE_MODE)
-    if comm.get_world_size() > 1:
-        # The reference keeps parameters that never receive gradients (checkpoint compatibility): DDP
-        # either looks for them after every forward (find_unused_parameters) or, with a static graph,
-        # learns them in the first step (SOLVER.DDP_STATIC_GRAPH; same gradients, no per-step search).
-        static = cfg.SOLVER.DDP_STATIC_GRAPH
-        model = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
-                                        find_unused_parameters=not static, static_graph=static)
-    trainer = Trainer(model, loss_fn, optimizer, scheduler, train_loader, device, cfg.SOLVER.MAX_EPOCHS,
-                      amp_dtype=amp_dtype, use_scaler=use_scaler, max_nonfinite=cfg.SOLVER.MAX_NONFINITE,
-                      accuracy_fn=accuracy, batch_transform=make_batch_transform(cfg))
-    checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer, scheduler, trainer.scaler)
-    main = comm.is_main_process()
-    trainer.register_hooks([
-        IterationTimer() if main else None,
-        LoggingHook(cfg.SOLVER.LOG_PERIOD) if main else None,
-        # Every rank evaluates its shard of the val set; rank 0 gets the results (None elsewhere).
-        EvalHook(cfg.SOLVER.EVAL_PERIOD, lambda: evaluate(cfg, model, val_loader, num_query, device), format_results,
-                 cfg.OUTPUT_DIR, results_to_json),
-        # After the validation (its metrics go into the epoch's line), before the checkpoint (which saves
-        # the metrics file's position).
-        PeriodicWriter([JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl")),
-                        TensorboardWriter(os.path.join(cfg.OUTPUT_DIR, "tb")) if cfg.SOLVER.TENSORBOARD else None],
-                       cfg.SOLVER.LOG_PERIOD) if main else None,
-        # On every rank: saving gathers each rank's RNG state (rank 0 writes the files).
-        CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.MODEL.NAME, extra={"config": cfg.dump()}),
-    ])
-    if resume:  # after the hooks exist: last.pth holds their states (the validation history)
-        trainer.start_epoch = checkpointer.resume(resume, trainer.hooks) + 1
-    logger.info(f"training on {device} ({comm.get_world_size()} process(es)), AMP {amp_dtype}, "
-                f"{'compiled (' + cfg.SOLVER.COMPILE_MODE + ')' if cfg.SOLVER.COMPILE else 'eager'}, "
-                f"{len(train_loader)} iterations/epoch, epochs {trainer.start_epoch}..{cfg.SOLVER.MAX_EPOCHS}")
-    return trainer
-
+from config.run_config import CONFIG_FILE  # noqa: E402
+from processor.builder import build_trainer  # noqa: E402
+from processor.run_folder import (ALLOW_CONFIG_CHANGE_FLAG, OVERWRITE_FLAG, RunLock, check_resume_config,  # noqa: E402
+                                  prepare_new_run)
+from utils.cli import check_device, check_output_dir, config_argparser, run_main  # noqa: E402
 
 # A config key (``SOLVER.BASE_LR``, ``OUTPUT_DIR``) as opposed to a checkpoint path.
 _CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*")
@@ -119,7 +58,6 @@ def main() -> int:
     config_file, opts, resume, allow_config_change, overwrite = parse_args()
     cfg = load_cfg(config_file, opts)
 
-    from processor.checkpointer import CONFIG_FILE, RunLock, check_resume_config, prepare_new_run
     from utils import comm
     from utils.logger import setup_logger
     from utils.misc import apply_device_id, resolve_device, set_seed

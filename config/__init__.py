@@ -19,25 +19,21 @@ from yacs.config import CfgNode as CN
 from utils.errors import ConfigError
 
 from .defaults import _C
+from .parts import PART_GROUP_SIZES, grouping_for_parts
 
 __all__ = ["get_cfg_defaults", "load_cfg", "cfg_from_args", "validate_cfg", "PART_GROUP_SIZES", "PART_KEYS",
-           "grouping_for_parts", "EVAL_IMAGE_LOADERS", "TRUNCATED_IMAGE_POLICIES"]
+           "grouping_for_parts", "EVAL_IMAGE_LOADERS", "TRUNCATED_IMAGE_POLICIES", "COMPILE_MODES", "VALUE_RANGES"]
 
 BASE_KEY = "_BASE_"
-# Number of parts of each INPUT.MASK_PREPROCESS grouping (see datasets/masks.py).
-PART_GROUP_SIZES = {"eight": 8, "five": 5, "three": 3, "one": 1}
 # TEST.IMAGE_LOADER: the evaluation's image path ('auto': the reference's choice per entry point).
 EVAL_IMAGE_LOADERS = ("auto", "pil", "cv2")
 # DATASETS.TRUNCATED_IMAGES: what a JPEG cut mid-stream does.
 TRUNCATED_IMAGE_POLICIES = ("error", "warn", "ignore")
+# SOLVER.COMPILE_MODE: torch.compile's modes.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # The part count and the grouping that makes it: one fact in two keys. A config layer (a file of the
 # _BASE_ chain, then the command line) that sets one of them sets the other (see _couple_parts).
 PART_KEYS = ("MODEL.NUM_PARTS", "INPUT.MASK_PREPROCESS")
-
-
-def grouping_for_parts(num_parts: int) -> str | None:
-    """The ``INPUT.MASK_PREPROCESS`` grouping that makes ``num_parts`` parts, or None if none does."""
-    return next((g for g, n in PART_GROUP_SIZES.items() if n == num_parts), None)
 
 
 def _groupings_text() -> str:
@@ -310,7 +306,16 @@ def _choice(cfg: CN, key: str, choices: Iterable[Any]) -> None:
 
 
 def validate_cfg(cfg: CN) -> None:
-    """Check values that are individually well-typed but invalid or mutually inconsistent."""
+    """Check values that are individually well-typed but invalid or mutually inconsistent.
+
+    The one place where config values are checked: the code that reads them trusts a config of
+    :func:`load_cfg`. Only what this config cannot know is checked where it is used: membership of a
+    registry above it (``MODEL.TRANSFORMER_TYPE``, ``DATASETS.NAMES``, ``SOLVER.OPTIMIZER_NAME``) and
+    what depends on the machine or the data (GPUs, processes, files, identities).
+
+    Raises:
+        ConfigError: one line naming the key, the value and what it must be.
+    """
     _choice(cfg, "INPUT.MASK_PREPROCESS", PART_GROUP_SIZES)
     expected = PART_GROUP_SIZES[cfg.INPUT.MASK_PREPROCESS]
     if cfg.MODEL.NUM_PARTS != expected:
@@ -331,6 +336,7 @@ def validate_cfg(cfg: CN) -> None:
     _choice(cfg, "MODEL.DEVICE", ["cuda", "cpu"])
     _choice(cfg, "TEST.FEAT_NORM", ["yes", "no"])
     _choice(cfg, "SOLVER.AMP_DTYPE", ["float16", "bfloat16"])
+    _choice(cfg, "SOLVER.COMPILE_MODE", COMPILE_MODES)
     _choice(cfg, "DATALOADER.SAMPLER", ["softmax", "softmax_triplet", "img_triplet"])
     _choice(cfg, "TEST.IMAGE_LOADER", EVAL_IMAGE_LOADERS)
     _choice(cfg, "DATASETS.TRUNCATED_IMAGES", TRUNCATED_IMAGE_POLICIES)
@@ -384,4 +390,7 @@ VALUE_RANGES: dict[str, tuple[Any, Any, str]] = {
     "MODEL.DROP_PATH": (0.0, 1.0, "a probability"),
     "MODEL.DROP_OUT": (0.0, 1.0, "a probability"),
     "MODEL.ATT_DROP_RATE": (0.0, 1.0, "a probability"),
+    "TEST.RE_RANKING_K1": (1, None, "neighbours of the k-reciprocal sets"),
+    "TEST.RE_RANKING_K2": (1, None, "neighbours of the query expansion"),
+    "TEST.RE_RANKING_LAMBDA": (0.0, 1.0, "weight of the original distance"),
 }

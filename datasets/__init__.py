@@ -14,17 +14,16 @@ from importlib.util import find_spec
 
 from .bases import ImageRecord, ReIDDataset
 from .factory import DATASET_FACTORY, build_dataset
-from .mask_layout import PART_GROUPINGS, PIFPAF_PARTS
 
-__all__ = ["ImageRecord", "ReIDDataset", "DATASET_FACTORY", "build_dataset", "PART_GROUPINGS", "PIFPAF_PARTS"]
+__all__ = ["ImageRecord", "ReIDDataset", "DATASET_FACTORY", "build_dataset"]
 
 if find_spec("torch") is not None:  # absent only in the mask maker's environment
     from .batch import BatchAugment, EvalBatch, TrainBatch
     from .make_dataloader import (make_batch_transform, make_dataloader, make_test_loader, make_train_loader,
                                   make_val_loader)
-    from .masks import mask_targets
     from .preflight import preflight
     from .sampler import RandomIdentitySampler, RandomIdentitySamplerDDP
 
     __all__ += ["TrainBatch", "EvalBatch", "BatchAugment", "make_batch_transform", "make_dataloader",
-                "make_test_loader", "make_train_loader", "make_val_loader", "mask_targets", "preflight", "RandomIdentitySampler", "RandomIdentitySamplerDDP"]
+                "make_test_loader", "make_train_loader", "make_val_loader", "preflight", "RandomIdentitySampler",
+                "RandomIdentitySamplerDDP"]

@@ -24,8 +24,10 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from config.parts import flip_permutation
+
 from .batch import BatchAugment, TrainBatch
-from .masks import add_background, flip_permutation
+from .masks import add_background
 from .transforms import PairedRandomErasing
 
 __all__ = ["AugmentParams", "batch_collate", "BatchTrainTransform"]

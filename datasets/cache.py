@@ -32,12 +32,13 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 
+from config.parts import PART_GROUP_SIZES
 from utils import comm
 from utils.errors import ConfigError, DataError
 from utils.logger import get_logger
 
 from .bases import ImageRecord
-from .masks import PART_GROUPINGS, group_parts, load_mask, require_mask
+from .masks import group_parts, load_mask, require_mask
 from .transforms import make_resize, read_image
 
 __all__ = ["CACHE_VERSION", "DecodedSource", "CachedSource", "cache_dir", "cache_folder", "build_cache", "open_cache"]
@@ -130,7 +131,7 @@ class CachedSource:
         if not self.with_masks:
             return image, None
         offset, h, w = (int(v) for v in arrays["mask_index.npy"][index])
-        num_parts = len(PART_GROUPINGS[self.meta["grouping"]])
+        num_parts = PART_GROUP_SIZES[self.meta["grouping"]]
         flat = arrays["masks.npy"][offset:offset + num_parts * h * w]
         if flat.size != num_parts * h * w:
             raise self._bad(os.path.join(self.folder, "masks.npy"), ValueError(f"sample {index} is truncated"))

@@ -4,9 +4,10 @@ The masks are bpbreid's "PifPaf confidence fields filtered with Mask R-CNN": one
 shape (36, h, w) per training image, usually at a lower resolution than the image (reference §3.3).
 The 36 channels are grouped into P body parts by a per-pixel maximum (§3.4); a background channel
 is synthesised where no part is confident, and a softmax turns the P+1 maps into a per-pixel
-distribution (§3.5 step 9). The model supervises its pixel classifier with :func:`mask_targets`.
-The channel names, part groupings and file locations are owned by the torch-free
-:mod:`datasets.mask_layout` (the mask maker's environment has no torch) and re-exported here.
+distribution (§3.5 step 9); the model derives its pixel classifier's targets from these soft masks
+(:func:`model.targets.mask_targets`). The channel names and part groupings are :mod:`config.parts`',
+the file locations the torch-free :mod:`datasets.mask_layout`'s (the mask maker's environment has
+no torch), re-exported here.
 """
 from __future__ import annotations
 
@@ -15,18 +16,16 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from config.parts import NUM_CHANNELS, PART_GROUPINGS
 from utils.errors import DataError
 
-from .mask_layout import (MASK_SOURCE_HINT, MASK_SUBDIR, NUM_CHANNELS, PART_GROUPINGS, PIFPAF_PARTS, find_mask,
-                          mask_candidates, part_names, require_mask)
+from .mask_layout import MASK_SOURCE_HINT, MASK_SUBDIR, find_mask, mask_candidates, require_mask
 
 __all__ = [
-    "PIFPAF_PARTS", "PART_GROUPINGS", "MASK_SUBDIR", "MASK_SOURCE_HINT", "part_names", "mask_candidates",
-    "find_mask", "require_mask", "read_mask_header", "check_mask_values", "load_mask", "group_parts",
-    "flip_permutation", "add_background", "mask_targets",
+    "MASK_SUBDIR", "MASK_SOURCE_HINT", "mask_candidates", "find_mask", "require_mask", "read_mask_header",
+    "check_mask_values", "load_mask", "group_parts", "add_background",
 ]
 
 
@@ -127,7 +126,7 @@ def group_parts(masks: Tensor, grouping: str) -> Tensor:
 
     Args:
         masks: (..., 36, h, w) confidence fields.
-        grouping: key of :data:`PART_GROUPINGS`.
+        grouping: key of :data:`config.parts.PART_GROUPINGS`.
 
     Returns:
         (..., P, h, w) part maps, same dtype. Max commutes with nearest-neighbour resizing, flips,
@@ -135,22 +134,6 @@ def group_parts(masks: Tensor, grouping: str) -> Tensor:
     """
     groups = PART_GROUPINGS[grouping].values()
     return torch.stack([masks[..., list(g), :, :].amax(dim=-3) for g in groups], dim=-3).clamp_(0.0, 1.0)
-
-
-def flip_permutation(grouping: str) -> list[int] | None:
-    """Part order after a horizontal flip that swaps left/right groups, or None if none are sided.
-
-    Only ``eight`` has sided groups (arms, legs, feet). Note the reference's left leg holds the
-    hip-hip field (21) and the right leg does not, so a swap is not a perfect mirror of the channels.
-    """
-    names = part_names(grouping)
-
-    def mirror(name: str) -> str:
-        swapped = name.replace("left_", "\0").replace("right_", "left_").replace("\0", "right_")
-        return swapped if swapped in names else name
-
-    perm = [names.index(mirror(n)) for n in names]
-    return None if perm == list(range(len(names))) else perm
 
 
 def add_background(parts: Tensor, threshold: float, softmax_weight: float) -> Tensor:
@@ -171,23 +154,3 @@ def add_background(parts: Tensor, threshold: float, softmax_weight: float) -> Te
     if softmax_weight > 0:
         return torch.softmax(softmax_weight * masks, dim=-3)
     return masks / masks.sum(dim=-3, keepdim=True)
-
-
-def mask_targets(masks: Tensor, num_y: int, num_x: int) -> tuple[Tensor, Tensor]:
-    """Per-token part labels and part visibility for the pixel classifier (reference §4.4, bug 9.11).
-
-    The soft masks are point-sampled to the patch grid (bilinear, ``align_corners=True``), the label
-    of a token is the argmax channel (exact ties go to the lower index), and a channel is visible
-    when it wins at least one token.
-
-    Args:
-        masks: (B, P+1, H, W) soft masks from :func:`add_background`.
-        num_y, num_x: patch grid (rows, cols); N = num_y * num_x.
-
-    Returns:
-        targets (B, N) int64 in [0, P] (row-major tokens), visibility (B, P+1) bool.
-    """
-    small = F.interpolate(masks, size=(num_y, num_x), mode="bilinear", align_corners=True)
-    targets = small.argmax(dim=1).flatten(1)
-    visibility = F.one_hot(targets, masks.shape[1]).amax(dim=1).bool()
-    return targets, visibility

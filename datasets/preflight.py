@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 
-from utils.errors import ConfigError, DataError
+from utils.errors import DataError
 
 from .bases import ReIDDataset
-from .masks import MASK_SOURCE_HINT, MASK_SUBDIR, PART_GROUPINGS, find_mask, read_mask_header
+from .masks import MASK_SOURCE_HINT, MASK_SUBDIR, find_mask, read_mask_header
 from .transforms import TRUNCATED_FIX, check_truncated, file_is_truncated
 
 __all__ = ["needs_masks", "check_truncated_files", "preflight"]
@@ -40,12 +40,12 @@ def check_truncated_files(paths: list[str], policy: str) -> list[str]:
 
 
 def preflight(cfg, dataset: ReIDDataset) -> None:
-    """Validate what the training loader will read: part count and mask files.
+    """Validate what the training loader will read: the training split, its images and mask files.
 
-    Split folders and new-benchmark lists were already checked by the data set constructor.
+    Split folders and new-benchmark lists were already checked by the data set constructor, the part
+    count against the grouping by the config validator.
 
     Raises:
-        ConfigError: ``MODEL.NUM_PARTS`` does not match ``INPUT.MASK_PREPROCESS``.
         DataError: the training split is empty, or a training mask is missing, unreadable, truncated,
             pickled or not a (36, h, w) float array (the first bad file is named).
     """
@@ -55,13 +55,6 @@ def preflight(cfg, dataset: ReIDDataset) -> None:
     check_truncated_files([r.path for r in dataset.train], cfg.DATASETS.TRUNCATED_IMAGES)
     if not needs_masks(cfg):
         return
-    grouping = cfg.INPUT.MASK_PREPROCESS
-    if grouping not in PART_GROUPINGS:
-        raise ConfigError(f"INPUT.MASK_PREPROCESS must be one of {list(PART_GROUPINGS)}, got '{grouping}'")
-    num_parts = len(PART_GROUPINGS[grouping])
-    if cfg.MODEL.NUM_PARTS != num_parts:
-        raise ConfigError(f"MODEL.NUM_PARTS is {cfg.MODEL.NUM_PARTS} but INPUT.MASK_PREPROCESS '{grouping}' makes "
-                          f"{num_parts} parts; set MODEL.NUM_PARTS {num_parts}")
     masks = [find_mask(r.path) for r in dataset.train]
     missing = [r.path for r, m in zip(dataset.train, masks) if m is None]
     if missing:

@@ -26,10 +26,11 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from config import EVAL_IMAGE_LOADERS, TRUNCATED_IMAGE_POLICIES
+from config.parts import flip_permutation
 from utils.errors import ConfigError, DataError
 from utils.logger import get_logger
 
-from .masks import add_background, flip_permutation, group_parts
+from .masks import add_background, group_parts
 
 __all__ = ["jpeg_is_truncated", "file_is_truncated", "TRUNCATED_FIX", "check_truncated",
            "read_image", "read_pil_image", "make_resize", "PairedHorizontalFlip", "PairedRandomErasing",
@@ -159,7 +160,7 @@ class PairedHorizontalFlip(v2.RandomHorizontalFlip):
     """Horizontal flip of image and mask together, optionally reordering the mask's channels.
 
     The reference flips the masks without swapping left/right parts (bug 9.10); pass
-    ``mask_permutation`` (see :func:`datasets.masks.flip_permutation`) to swap them.
+    ``mask_permutation`` (see :func:`config.parts.flip_permutation`) to swap them.
     """
 
     def __init__(self, p: float = 0.5, mask_permutation: Sequence[int] | None = None):

@@ -2,7 +2,7 @@
 
 Main entry point::
 
-    evaluator = ReidEvaluator(num_query)            # or ReidEvaluator.from_cfg(cfg, num_query, part_names)
+    evaluator = ReidEvaluator(num_query)            # or ReidEvaluator.from_cfg(cfg, num_query)
     evaluator.update(feats, vis, pids, camids)      # batch by batch: queries first, then the gallery
     results = evaluator.compute()                   # {'all': {'cmc', 'mAP', 'mINP', 'num_valid', ...}}
 

@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
+from config.parts import GLOBAL_TOKEN
 from utils.errors import ConfigError
 
 from .distance import query_gallery_distance
@@ -66,7 +67,7 @@ def per_token_results(
     """
     num_tokens = feats[0].shape[1]
     names = (token_names if len(token_names) == num_tokens  # else a model without these parts (ViT)
-             else ["global", *(f"token{p}" for p in range(1, num_tokens))])
+             else [GLOBAL_TOKEN, *(f"token{p}" for p in range(1, num_tokens))])
     q, g = slice(None, num_query), slice(num_query, None)
     all_vis = torch.cat(list(vis))
     out: dict[str, dict] = {split: {} for split in ignored}

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
+from config import parts
 from utils.errors import ConfigError, DataError
 
 from .distance import DEFAULT_CHUNK_SIZE, FeatureBank, pair_distance, part_distance, query_gallery_distance
@@ -87,13 +88,11 @@ class ReidEvaluator:
         self.reset()
 
     @classmethod
-    def from_cfg(cls, cfg: CfgNode, num_query: int, part_names: Sequence[str] = ()) -> "ReidEvaluator":
+    def from_cfg(cls, cfg: CfgNode, num_query: int) -> "ReidEvaluator":
         """Evaluator configured by ``cfg.TEST`` (FEAT_NORM, NEW_METRIC, RE_RANKING, RE_RANKING_K1/K2/LAMBDA,
-        PER_PART). ``part_names`` are the model's P part names in token order, given by the caller
-        (evaluation reads no data set; ``processor.inference.make_evaluator`` passes those of
-        ``cfg.INPUT.MASK_PREPROCESS``): with PER_PART the tokens are named ``global`` + these."""
-        if cfg.TEST.FEAT_NORM not in ("yes", "no"):
-            raise ConfigError(f"TEST.FEAT_NORM is {cfg.TEST.FEAT_NORM!r}: set it to 'yes' or 'no'")
+        PER_PART). With PER_PART the per-token rows are named after the model's tokens
+        (:func:`config.parts.token_names` of ``MODEL.ARCH`` and ``INPUT.MASK_PREPROCESS``: ``global``,
+        then the parts)."""
         return cls(
             num_query,
             feat_norm=cfg.TEST.FEAT_NORM == "yes",
@@ -104,7 +103,7 @@ class ReidEvaluator:
                 "k2": cfg.TEST.RE_RANKING_K2,
                 "lambda_value": cfg.TEST.RE_RANKING_LAMBDA,
             },
-            token_names=["global", *part_names] if cfg.TEST.PER_PART else None,
+            token_names=parts.token_names(cfg.MODEL.ARCH, cfg.INPUT.MASK_PREPROCESS) if cfg.TEST.PER_PART else None,
         )
 
     def reset(self) -> None:

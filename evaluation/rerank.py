@@ -34,7 +34,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from utils.errors import ConfigError
 from utils.progress import Progress
 
 # rows [i0, i1) and columns [j0, N) of the symmetric (N, N) distance -> (i1 - i0, N - j0) float tensor
@@ -57,13 +56,9 @@ def k_reciprocal_rerank(
 
     Images 0..num_query-1 are the queries, the rest (up to ``num_all``) the gallery; ``block_distance``
     (rows i0:i1, columns j0:N; only j0 = i0 is asked for) and ``pair_distance`` give the original,
-    symmetric distance between any two of them (config keys TEST.RE_RANKING_K1 / K2 / LAMBDA).
+    symmetric distance between any two of them (config keys TEST.RE_RANKING_K1 / K2 / LAMBDA: k1, k2 >= 1
+    and 0 <= lambda_value <= 1, checked by the config validator).
     """
-    if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
-        raise ConfigError(
-            f"re-ranking needs TEST.RE_RANKING_K1 >= 1, TEST.RE_RANKING_K2 >= 1 and 0 <= TEST.RE_RANKING_LAMBDA <= 1, "
-            f"got {k1}, {k2}, {lambda_value}"
-        )
     # Each row's expanded set lies almost always among its nearest 4 (k1 + 1) images: keeping their
     # distances from the row pass leaves few pairs for ``pair_distance``.
     num_near = min(max(4 * (k1 + 1), k2), num_all)

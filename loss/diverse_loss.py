@@ -6,11 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LIMB_GROUPS", "diverse_loss"]
+from config.parts import limb_groups
 
-# Body-part group of each part of a grouping. Pairs inside one group (left/right arm, leg, foot of
-# 'eight') are the same limb and are not pushed apart. Groupings not listed here have distinct parts.
-LIMB_GROUPS: dict[str, tuple[int, ...]] = {"eight": (0, 1, 1, 2, 3, 3, 4, 4)}
+__all__ = ["diverse_loss"]
 
 
 def _off_diagonal(x: Tensor) -> Tensor:
@@ -24,9 +22,10 @@ def _off_diagonal(x: Tensor) -> Tensor:
 
 
 def _pair_weights(part_type: str | None, num_parts: int, device: torch.device) -> Tensor:
-    """(P, P) weights: 0 for two parts of the same limb group, 1 otherwise."""
-    groups = LIMB_GROUPS.get(part_type or "")
-    if groups is None:
+    """(P, P) weights: 0 for two parts of the same limb (the left and right arm, leg, feet of 'eight',
+    :func:`config.parts.limb_groups`: they are not pushed apart), 1 otherwise."""
+    groups = limb_groups(part_type) if part_type is not None else None
+    if groups is None or len(set(groups)) == len(groups):  # no two parts of one limb
         return torch.ones(num_parts, num_parts, device=device)
     if len(groups) != num_parts:
         raise ValueError(f"part_type '{part_type}' has {len(groups)} parts, the features have {num_parts}")

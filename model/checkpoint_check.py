@@ -10,7 +10,7 @@ from typing import Mapping
 
 import torch
 
-from config import grouping_for_parts
+from config.parts import grouping_for_parts
 from utils.errors import CheckpointError
 
 from .backbones.vit_pytorch import BACKBONES

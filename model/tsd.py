@@ -26,13 +26,13 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from datasets.masks import mask_targets
 from utils.errors import ConfigError
 
 from .backbones.vit_pytorch import TransReID, read_checkpoint
 from .checkpoint_check import check_checkpoint
 from .decoder import PartDecoder
 from .heads import TokenClassifier, bnneck, global_weighted_pooling, id_classifier
+from .targets import mask_targets
 
 __all__ = ["ViTReID", "TSD"]
 

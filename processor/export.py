@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from config.parts import token_names
 from utils.errors import ConfigError, TSDError
 
 from .inference import _features
@@ -83,9 +84,6 @@ def onnx_metadata(cfg: CfgNode) -> dict[str, str]:
     """What a deployment needs besides the graph, stored in the file's ``metadata_props`` (``tsd.*``):
     the input size and normalisation, whether the flip is in the graph, the feature normalisation the
     evaluator applies, the architecture and the part names (order of the 1+P tokens)."""
-    from datasets.masks import part_names
-
-    parts = [] if cfg.MODEL.ARCH == "vit" else [n.removesuffix("_mask") for n in part_names(cfg.INPUT.MASK_PREPROCESS)]
     meta = {
         "input_size": list(cfg.INPUT.SIZE_TEST),
         "pixel_mean": list(cfg.INPUT.PIXEL_MEAN),
@@ -93,7 +91,7 @@ def onnx_metadata(cfg: CfgNode) -> dict[str, str]:
         "flip_feats": bool(cfg.TEST.FLIP_FEATS),
         "feat_norm": cfg.TEST.FEAT_NORM == "yes",
         "arch": cfg.MODEL.ARCH,
-        "tokens": ["global"] + parts,
+        "tokens": token_names(cfg.MODEL.ARCH, cfg.INPUT.MASK_PREPROCESS),
     }
     return {METADATA_PREFIX + k: json.dumps(v) for k, v in meta.items()}
 

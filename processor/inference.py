@@ -84,17 +84,6 @@ def _gather_features(data: dict[str, Any], device: str) -> dict[str, Any] | None
     return merged
 
 
-def make_evaluator(cfg, num_query: int) -> ReidEvaluator:
-    """:meth:`ReidEvaluator.from_cfg` whose per-token rows (TEST.PER_PART) are named after the parts of
-    ``cfg.INPUT.MASK_PREPROCESS``, the order of the model's part tokens."""
-    names = ()
-    if cfg.TEST.PER_PART:
-        from datasets.masks import part_names
-
-        names = [n.removesuffix("_mask") for n in part_names(cfg.INPUT.MASK_PREPROCESS)]
-    return ReidEvaluator.from_cfg(cfg, num_query, names)
-
-
 def evaluate(cfg, model: nn.Module, val_loader, num_query: int, device: str) -> dict[str, dict] | None:
     """Extract features for query + gallery and compute CMC / mAP / mINP per protocol split.
 
@@ -116,7 +105,7 @@ def evaluate(cfg, model: nn.Module, val_loader, num_query: int, device: str) -> 
     t1 = time.time()
     results = None
     if data is not None:
-        evaluator = make_evaluator(cfg, num_query)
+        evaluator = ReidEvaluator.from_cfg(cfg, num_query)
         evaluator.update(data["feats"], data["vis"], data["pids"], data["camids"],
                          data["occ"] if cfg.TEST.NEW_METRIC else None)
         results = evaluator.compute()

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from utils import comm
-from utils.errors import ConfigError, TSDError
+from utils.errors import TSDError
 from utils.logger import get_logger
 
 from .events import EventStorage
@@ -85,22 +85,15 @@ def amp_settings(enabled: bool, dtype_name: str, device: str) -> tuple[torch.dty
     return dtype, dtype == torch.float16
 
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
 def compile_model(model: nn.Module, mode: str) -> nn.Module:
     """``torch.compile`` ``model`` in place (``SOLVER.COMPILE`` / ``SOLVER.COMPILE_MODE``) and return it.
 
     ``nn.Module.compile`` keeps the module object, so parameter names, ``state_dict`` keys and
     checkpoints are those of the eager model; training and eval forwards compile separately on first
     use. Shapes are static (``dynamic=False``): a new batch size compiles once more instead of every
-    shape paying for a dynamic-shape graph.
-
-    Raises:
-        ConfigError: ``mode`` is not one of torch.compile's modes.
+    shape paying for a dynamic-shape graph. ``mode`` is one of torch.compile's modes
+    (:data:`config.COMPILE_MODES`, checked by the config validator).
     """
-    if mode not in COMPILE_MODES:
-        raise ConfigError(f"SOLVER.COMPILE_MODE must be one of {list(COMPILE_MODES)}, got {mode!r}")
     model.compile(mode=mode, dynamic=False)
     return model
 

@@ -5,8 +5,6 @@ import torch
 from timm.scheduler import CosineLRScheduler
 from yacs.config import CfgNode
 
-from utils.errors import ConfigError
-
 __all__ = ["create_scheduler"]
 
 
@@ -20,15 +18,9 @@ def create_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> CosineLR
 
     Every group is set to ``w`` at construction. ``base_g`` is each group's lr when this is called.
     The scheduler's ``state_dict()``/``load_state_dict()`` restore it exactly on resume.
-
-    Raises:
-        ConfigError: SOLVER.MAX_EPOCHS < 1 or SOLVER.WARMUP_EPOCHS < 0.
+    ``SOLVER.MAX_EPOCHS`` >= 1 and ``SOLVER.WARMUP_EPOCHS`` >= 0 (checked by the config validator).
     """
     s = cfg.SOLVER
-    if s.MAX_EPOCHS < 1:
-        raise ConfigError(f"SOLVER.MAX_EPOCHS must be >= 1, got {s.MAX_EPOCHS}")
-    if s.WARMUP_EPOCHS < 0:
-        raise ConfigError(f"SOLVER.WARMUP_EPOCHS must be >= 0, got {s.WARMUP_EPOCHS}")
     return CosineLRScheduler(
         optimizer,
         t_initial=s.MAX_EPOCHS,

@@ -650,7 +650,7 @@ def test_a_rerun_into_a_run_is_refused_unless_resumed_or_overwritten(case_folder
     """train.py without --resume into a folder that holds a run says so in one line and touches nothing;
     --overwrite starts over (deleting the earlier checkpoints); a folder that a training writes right now
     is refused even with --resume."""
-    from processor.checkpointer import RunLock
+    from processor.run_folder import RunLock
 
     argv = [fill(a, case_folder) for a in tiny("SOLVER.MAX_EPOCHS", "1", "SOLVER.CHECKPOINT_PERIOD", "1")]
     out = case_folder / "out"

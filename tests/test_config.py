@@ -56,6 +56,13 @@ def test_new_benchmark_config_inherits_paper_settings():
     (["MODEL.NUM_PARTS", "1", "MODEL.WITH_DIVERSE_LOSS", "True"], "add MODEL.WITH_DIVERSE_LOSS False for one part"),
     (["MODEL.DEVICE_ID", "0 1"], "MODEL.DEVICE_ID must be GPU indices separated by commas"),
     (["MODEL.ARCH", "resnet"], "MODEL.ARCH must be one of"),
+    # checked by the validator alone (before: by the scheduler, the re-ranking, the trainer, the loaders)
+    (["SOLVER.MAX_EPOCHS", "0"], "SOLVER.MAX_EPOCHS must be >= 1, got 0"),
+    (["SOLVER.WARMUP_EPOCHS", "-1"], "SOLVER.WARMUP_EPOCHS must be >= 0, got -1"),
+    (["TEST.RE_RANKING_K1", "0"], "TEST.RE_RANKING_K1 must be >= 1, got 0"),
+    (["TEST.RE_RANKING_K2", "0"], "TEST.RE_RANKING_K2 must be >= 1, got 0"),
+    (["TEST.RE_RANKING_LAMBDA", "1.5"], "TEST.RE_RANKING_LAMBDA must be in [0.0, 1.0], got 1.5"),
+    (["SOLVER.COMPILE_MODE", "fast"], "SOLVER.COMPILE_MODE must be one of"),
 ])
 def test_bad_overrides_are_one_clear_line(opts, needle):
     with pytest.raises(ConfigError) as e:
@@ -194,8 +201,17 @@ def test_part_keys_that_disagree_in_one_layer_name_the_fix(tmp_path):
         load_cfg(None, ["INPUT.MASK_PREPROCESS", "six"])
 
 
-def test_part_group_sizes_match_the_groupings():
-    """config cannot import datasets (a layer up): its sizes must equal the groupings' lengths."""
-    from datasets.masks import PART_GROUPINGS
+def test_flatten_and_diff_once_for_the_checkpointer_and_summarize_runs():
+    """config.diff: the one flatten / diff (the checkpointer's resume and TEST.WEIGHT checks, the runs table)."""
+    from config.diff import config_diff, differing_keys, flatten, format_diff
 
-    assert {g: len(parts) for g, parts in PART_GROUPINGS.items()} == PART_GROUP_SIZES
+    assert flatten({"MODEL": {"ARCH": "tsd", "STRIDE_SIZE": [16, 16]}, "OUTPUT_DIR": ""}) == {
+        "MODEL.ARCH": "tsd", "MODEL.STRIDE_SIZE": [16, 16], "OUTPUT_DIR": ""}
+    old, new, newer = {"A": 1, "B": [1, 2]}, {"A": 1, "B": [1, 3], "C": 0}, {"A": 2, "B": [1, 3], "C": 0}
+    assert differing_keys([old, new, newer]) == ["A", "B"]  # C is missing from the older config: not compared
+    assert differing_keys([old, new], skip_missing=False) == ["B", "C"]
+    assert differing_keys([old, newer], keys=["C", "A"], ignore=("C",)) == ["A"]
+    saved = load_cfg(None, ["SOLVER.BASE_LR", "0.004"]).dump()
+    diff = config_diff(saved, load_cfg(None, ["SOLVER.BASE_LR", "0.008", "OUTPUT_DIR", "x"]), ignore=("OUTPUT_DIR",))
+    assert diff == [("SOLVER.BASE_LR", 0.004, 0.008)]
+    assert format_diff(diff) == "SOLVER.BASE_LR 0.004 (now 0.008)"

@@ -139,7 +139,7 @@ def test_a_nan_batch_is_skipped_without_poisoning_the_model(synthetic_root, tmp_
 def test_resume_config_check(tmp_path):
     """Places may change on resume, training keys only with --allow-config-change, model keys never."""
     from config import load_cfg
-    from processor.checkpointer import check_resume_config
+    from processor.run_folder import check_resume_config
     from train import parse_args
 
     path = str(tmp_path / "last.pth")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from config import get_cfg_defaults
+from config import get_cfg_defaults, validate_cfg
 from datasets import (DATASET_FACTORY, ImageRecord, RandomIdentitySampler, RandomIdentitySamplerDDP, build_dataset,
                       make_dataloader, make_test_loader, make_val_loader, preflight)
 from datasets.masks import find_mask, mask_candidates
@@ -237,9 +237,10 @@ def test_unreadable_mask(data_copy):
 
 
 def test_num_parts_must_match_grouping(synthetic_root):
+    """Checked once, by the config validator (the loaders trust a loaded config)."""
     cfg = make_cfg(synthetic_root, INPUT__MASK_PREPROCESS="three")  # NUM_PARTS stays 5, config not validated
     with pytest.raises(ConfigError, match="MODEL.NUM_PARTS is 5 but INPUT.MASK_PREPROCESS 'three' makes 3 parts"):
-        make_dataloader(cfg)
+        validate_cfg(cfg)
 
 
 # ----------------------------------------------------------------------------------------------

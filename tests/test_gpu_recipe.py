@@ -31,7 +31,7 @@ INIT_SCALE = 2.0 ** 15
 
 
 def force_fp16(monkeypatch) -> None:
-    """Make ``train.build_trainer`` train with fp16 autocast + GradScaler on the CPU, as on CUDA."""
+    """Make ``processor.builder.build_trainer`` train with fp16 autocast + GradScaler on the CPU, as on CUDA."""
     import processor.trainer
 
     monkeypatch.setattr(processor.trainer, "amp_settings", lambda enabled, dtype, device: (torch.float16, True))
@@ -77,7 +77,7 @@ class StepAudit(HookBase):
 
 def train_fp16(root: str, out: str, monkeypatch, *opts: str, foreach: bool = False):
     """The tiny config with the paper's SGD, fp16 + GradScaler from INIT_SCALE; returns (trainer, audit)."""
-    from train import build_trainer
+    from processor.builder import build_trainer
     from utils.misc import set_seed
 
     with monkeypatch.context() as m:
@@ -178,7 +178,7 @@ def check_recipe(audit: StepAudit, trainer) -> None:
 
 
 def test_fp16_gradscaler_training_through_the_trainer(synthetic_root, tmp_path, monkeypatch):
-    """train.build_trainer's run with fp16 autocast + GradScaler + fused SGD, as on a GPU: steps the scaler
+    """processor.builder.build_trainer's run with fp16 autocast + GradScaler + fused SGD, as on a GPU: steps the scaler
     skips leave no trace, the scale backs off, and the weights equal those of a foreach-SGD run."""
     fused, audit = train_fp16(synthetic_root, str(tmp_path / "fused"), monkeypatch)
     check_recipe(audit, fused)
@@ -219,7 +219,7 @@ def test_a_training_step_reads_the_device_once(synthetic_root, tmp_path, monkeyp
     """One ``Trainer.run_step`` of the tiny config (batched augmentation on the device, every loss, the
     update) reads one value back to the host: the non-finite check. Before: 6 (3 x the part triplet's
     ``if torch.isinf(loss)``, the check, 2 x ``.tolist()`` of the erasing rectangles)."""
-    from train import build_trainer
+    from processor.builder import build_trainer
     from utils.misc import set_seed
 
     with monkeypatch.context() as m:
@@ -373,7 +373,7 @@ def test_cuda_rng_state_is_saved_and_restored_for_this_process_gpu_only(monkeypa
 
 
 def _per_tensor_run(monkeypatch):
-    """Make ``train.build_trainer`` build the per-tensor groups earlier versions saved in last.pth."""
+    """Make ``processor.builder.build_trainer`` build the per-tensor groups earlier versions saved in last.pth."""
     import importlib
 
     module = importlib.import_module("solver.make_optimizer")

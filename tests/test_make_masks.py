@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.mask_layout import NUM_CHANNELS, PART_GROUPINGS, PIFPAF_LIMBS, PIFPAF_PARTS, mask_candidates
+from config.parts import NUM_CHANNELS, PART_GROUPINGS, PIFPAF_LIMBS, PIFPAF_PARTS
+from datasets.mask_layout import mask_candidates
 from tools.make_masks import Person, dataset_jobs, field_size, folder_jobs, render_fields
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,7 +111,7 @@ def test_stride_and_spread_flags_set_resolution_and_width():
 def test_mask_tool_imports_without_torch():
     """The mask environment has no torch: the tool (and the data set readers it uses) import without it."""
     code = ("import sys; sys.modules['torch'] = None  # importing torch now fails, as in .venv-masks\n"
-            "import tools.make_masks; from datasets import build_dataset, PIFPAF_PARTS\n"
+            "import tools.make_masks; from datasets import build_dataset; from config.parts import PIFPAF_PARTS\n"
             "heavy = ('torch', 'torchvision', 'mediapipe')\n"
             "print([m for m, v in sys.modules.items() if v and m.split('.')[0] in heavy])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

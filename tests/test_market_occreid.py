@@ -121,7 +121,7 @@ def test_empty_occluded_reid_folder_is_a_data_error(tmp_path):
 def test_train_on_market_evaluate_on_occluded_reid_and_market(two_sets, tmp_path):
     """The protocol end to end on the tiny sets: two epochs on Market-1501 (751 -> 12 classes here),
     then test.py on Occluded-REID (no classifier in the model: num_classes 0) and on Market-1501."""
-    from train import build_trainer
+    from processor.builder import build_trainer
     from utils.misc import set_seed
 
     small = ["DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]",

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torchvision import tv_tensors
 
-from datasets.masks import PART_GROUPINGS, PIFPAF_PARTS, group_parts, mask_targets, part_names
+from config.parts import PART_GROUPINGS, PIFPAF_PARTS, part_names
+from datasets.masks import group_parts
+from model.targets import mask_targets
 from datasets.transforms import TrainTransform, make_resize
 from tests.parity import load_fixture, parity_files
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from config import get_cfg_defaults
 from evaluation import ReidEvaluator
-from processor.inference import format_results, make_evaluator, results_to_json
+from processor.inference import format_results, results_to_json
 from tests.oracles import reference_eval
 from tests.test_metrics import NEW, _evaluate, _random_set
 
@@ -73,15 +73,17 @@ def test_table_and_json_list_every_token() -> None:
     assert "per_part" not in results_to_json(_evaluate(data)[0])["ALL"]
 
 
-def test_make_evaluator_names_the_parts_of_the_grouping() -> None:
-    """processor.inference.make_evaluator gives the evaluator (which reads no data set) the part names."""
+def test_from_cfg_names_the_tokens_of_the_model() -> None:
+    """ReidEvaluator.from_cfg names the per-token rows after the model's tokens (config.parts.token_names):
+    global, then the parts of the grouping; the ViT baseline has the global one only."""
     cfg = get_cfg_defaults()
-    assert make_evaluator(cfg, 5).token_names is None
+    assert ReidEvaluator.from_cfg(cfg, 5).token_names is None
     cfg.TEST.PER_PART = True
-    assert make_evaluator(cfg, 5).token_names == NAMES
+    assert ReidEvaluator.from_cfg(cfg, 5).token_names == NAMES
     cfg.INPUT.MASK_PREPROCESS = "three"
-    assert make_evaluator(cfg, 5).token_names == ["global", "head", "upper_body", "lower_body"]
-    assert ReidEvaluator.from_cfg(cfg, 5, ["a", "b"]).token_names == ["global", "a", "b"]
+    assert ReidEvaluator.from_cfg(cfg, 5).token_names == ["global", "head", "upper_body", "lower_body"]
+    cfg.MODEL.ARCH = "vit"
+    assert ReidEvaluator.from_cfg(cfg, 5).token_names == ["global"]
 
 
 def test_a_global_only_model_reports_its_one_token() -> None:

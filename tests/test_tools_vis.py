@@ -23,7 +23,8 @@ from processor.inference import extract_features
 from tests.parity import REPO
 from tools import extract_features as extract_tool
 from tools import vis_attn, vis_rank
-from tools._common import eval_loader, part_abbrev, query_names
+from config.parts import part_abbrev
+from tools._common import eval_loader, query_names
 from utils.errors import CheckpointError, ConfigError, DataError
 
 CONFIG = os.path.join(REPO, "configs", "demo", "tsd_tiny.yml")

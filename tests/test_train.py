@@ -26,7 +26,7 @@ def tiny_cfg(root: str, out: str, *opts: str):
 
 
 def run_training(cfg, resume: str | None = None, hooks=()):
-    from train import build_trainer
+    from processor.builder import build_trainer
     from utils.misc import set_seed
 
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
@@ -94,7 +94,7 @@ def test_vit_baseline_trains_without_masks(synthetic_root, tmp_path):
 
 def test_non_finite_losses_are_skipped_then_abort(synthetic_root, tmp_path):
     cfg = tiny_cfg(synthetic_root, str(tmp_path / "nan"), "SOLVER.MAX_NONFINITE", "3", "SOLVER.MAX_EPOCHS", "2")
-    from train import build_trainer
+    from processor.builder import build_trainer
     from utils.misc import set_seed
 
     set_seed(0)

@@ -17,18 +17,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from utils.cli import EVAL_CONFIG_HELP, check_test_weight, config_argparser, load_eval_cfg
+from config.parts import token_names
+from config.run_config import EVAL_CONFIG_HELP, check_test_weight, load_eval_cfg
 from datasets.bases import IMAGE_EXTENSIONS, ImageRecord, ReIDDataset, list_images
 from datasets.make_dataloader import make_val_loader
-from datasets.masks import part_names
 from datasets.transforms import read_image
+from utils.cli import config_argparser
 from utils.errors import ConfigError, DataError
 from utils.logger import setup_logger
 from utils.misc import apply_device_id, resolve_device
 
 __all__ = [
     "tool_argparser", "parse_tool_args", "load_tool_cfg", "tool_output_dir", "load_model", "folder_records",
-    "eval_loader", "display_image", "query_names", "part_abbrev", "file_stem",
+    "eval_loader", "display_image", "query_names", "file_stem",
     "figure_path", "save_figure",
 ]
 
@@ -72,7 +73,7 @@ def load_tool_cfg(args: argparse.Namespace, need_weight: bool = True, model_file
     cfg = load_eval_cfg(args.config_file, args.opts, model_file)
     apply_device_id(cfg.MODEL.DEVICE_ID)
     if need_weight:
-        from processor.checkpointer import check_weight_config
+        from processor.run_folder import check_weight_config
 
         check_test_weight(cfg)
         check_weight_config(cfg.TEST.WEIGHT, cfg)
@@ -146,15 +147,9 @@ def display_image(path: str, size: Sequence[int]) -> np.ndarray:
 
 def query_names(cfg: CfgNode) -> list[str]:
     """Names of the P part queries of the configured model (``INPUT.MASK_PREPROCESS`` grouping,
-    e.g. head / arm / torso / leg / feet for 'five'); none for the ViT baseline."""
-    if cfg.MODEL.ARCH == "vit":
-        return []
-    return [n.removesuffix("_mask") for n in part_names(cfg.INPUT.MASK_PREPROCESS)]
-
-
-def part_abbrev(name: str) -> str:
-    """Short label of a part: initials of its words ('head' → 'H', 'left_arm' → 'LA')."""
-    return "".join(word[0] for word in name.split("_")).upper()
+    e.g. head / arm / torso / leg / feet for 'five'; :func:`config.parts.token_names` without the
+    global token); none for the ViT baseline."""
+    return token_names(cfg.MODEL.ARCH, cfg.INPUT.MASK_PREPROCESS)[1:]
 
 
 def file_stem(path: str) -> str:

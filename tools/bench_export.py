@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from utils.cli import check_test_weight, config_argparser, load_eval_cfg, run_main  # noqa: E402
+from config.run_config import check_test_weight, load_eval_cfg  # noqa: E402
+from utils.cli import config_argparser, run_main  # noqa: E402
 
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo", "tsd_tiny.yml")
 

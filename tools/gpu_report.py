@@ -13,7 +13,7 @@ batch 64, 256x128, random weights; ``--smoke``: the tiny ViT, 64x32, batch 8, th
   img/s; ``--smoke`` compiles with dynamo's code-generation-free 'eager' backend: inductor's C++ build
   would take minutes on a CPU), and fp32 with TF32 matmuls (``MODEL.TF32``; on a CPU the same as fp32).
   A row whose loss went non-finite fails (skipped steps run no backward and would flatter img/s);
-* end to end: the real loader and the real step, built by ``train.build_trainer`` as ``train.py`` does,
+* end to end: the real loader and the real step, built by ``processor.builder.build_trainer`` as ``train.py`` does,
   at several ``DATALOADER.NUM_WORKERS``, next to the loader alone at the same worker counts (whichever is
   lower bounds training);
 * evaluation of an Occluded-Duke-size query + gallery: feature extraction img/s (real loader) in fp32
@@ -308,16 +308,16 @@ def train_step_row(s: Setup, dtype: torch.dtype | None, compiled: bool, tf32: bo
 
 
 def e2e_rows(s: Setup, report: Report, workers: int) -> None:
-    """Loader alone, then loader + step, both on the trainer ``train.build_trainer`` builds."""
+    """Loader alone, then loader + step, both on the trainer ``processor.builder.build_trainer`` builds."""
     state = {}
 
     def build():
-        import train
+        from processor.builder import build_trainer
         from utils.misc import set_seed
 
         state["cfg"] = cfg = s.cfg("DATALOADER.NUM_WORKERS", str(workers))
         set_seed(cfg.SOLVER.SEED)
-        state["trainer"] = train.build_trainer(cfg)
+        state["trainer"] = build_trainer(cfg)
         state["trainer"].scheduler.step(1)
         state["trainer"].model.train()
         return state["trainer"]
@@ -372,7 +372,8 @@ def eval_rows(s: Setup, report: Report) -> None:
     """Feature extraction over query + gallery (real loader), then the evaluator, as processor.inference does."""
     from datasets import make_dataloader
     from model import make_model
-    from processor.inference import eval_amp_dtype, extract_features, make_evaluator
+    from evaluation import ReidEvaluator
+    from processor.inference import eval_amp_dtype, extract_features
 
     state = {}
 
@@ -399,7 +400,7 @@ def eval_rows(s: Setup, report: Report) -> None:
             raise RuntimeError("no features (the extraction row failed)")
         data, cfg = state["data"], state["cfg"]
         t = time.perf_counter()
-        evaluator = make_evaluator(cfg, state["num_query"])
+        evaluator = ReidEvaluator.from_cfg(cfg, state["num_query"])
         evaluator.update(data["feats"], data["vis"], data["pids"], data["camids"])
         evaluator.compute()
         _sync(s.device)

@@ -5,7 +5,7 @@
     .venv-masks/bin/python tools/make_masks.py --images DIR --out DIR [--workers N] [--overwrite]
     .venv-masks/bin/python tools/make_masks.py --root data --dataset market1501 [--splits train]
 
-Writes one float32 ``(36, h, w)`` array in [0, 1] per image, channels in ``PIFPAF_PARTS`` order (17
+Writes one float32 ``(36, h, w)`` array in [0, 1] per image, channels in ``config.parts.PIFPAF_PARTS`` order (17
 COCO keypoint fields, then 19 limb fields), at ``1/--stride`` of the image's resolution (PifPaf's
 field size ``(H - 1) // stride + 1``; 8 by default, as bpbreid's files): folder mode writes
 ``OUT/<sub-folder>/<stem>.npy`` for every image under ``--images`` (recursively); data-set mode writes
@@ -46,9 +46,9 @@ from typing import Iterable, Sequence  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from config.parts import NUM_CHANNELS, NUM_KEYPOINTS, PIFPAF_LIMBS, PIFPAF_PARTS  # noqa: E402
 from datasets.bases import IMAGE_EXTENSIONS, list_images  # noqa: E402
-from datasets.mask_layout import (NUM_CHANNELS, NUM_KEYPOINTS, PIFPAF_LIMBS, PIFPAF_PARTS,  # noqa: E402
-                                  mask_candidates, mask_stem)
+from datasets.mask_layout import mask_candidates, mask_stem  # noqa: E402
 from utils.cli import ArgumentParser, run_main  # noqa: E402
 from utils.errors import ConfigError, DataError  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402

@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from datasets.masks import load_mask, part_names  # noqa: E402
+from config.parts import part_labels  # noqa: E402
+from datasets.masks import load_mask  # noqa: E402
 from datasets.transforms import TrainTransform, read_image  # noqa: E402
 from tools.make_masks import folder_jobs  # noqa: E402
 from tools.show_samples import MEAN, STD, overlay  # noqa: E402
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         raise DataError(f"{len(missing)} of the drawn images have no mask (first: {missing[0]}); make them with "
                         f"`make masks IMAGES={args.images} OUT={args.masks}`")
     transforms = {g: TrainTransform(args.size, MEAN, STD, 0.0, 0, 0.0, grouping=g) for g in GROUPINGS}
-    colours = {g: matplotlib.colormaps["tab10"](np.arange(len(part_names(g))) % 10)[:, :3] for g in GROUPINGS}
+    colours = {g: matplotlib.colormaps["tab10"](np.arange(len(part_labels(g))) % 10)[:, :3] for g in GROUPINGS}
 
     cols, rows = len(picked), 1 + len(GROUPINGS)
     fig = Figure(figsize=(0.95 * cols + 1.6, 1.9 * rows), layout="constrained")
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         axes[0, col].set_title(stem if found else f"{stem}\nno person", fontsize=5)
     for row, g in enumerate(GROUPINGS, 1):
         axes[row, 0].set_ylabel(g, fontsize=8)
-        handles = [Patch(color=c, label=n.removesuffix("_mask")) for c, n in zip(colours[g], part_names(g))]
+        handles = [Patch(color=c, label=n) for c, n in zip(colours[g], part_labels(g))]
         axes[row, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=6,
                              frameon=False, handlelength=1)
     fig.suptitle(f"part masks of {len(picked)} of the {len(jobs)} images under {args.images}", fontsize=8)

@@ -25,8 +25,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from config.parts import PART_GROUPINGS, part_labels  # noqa: E402
 from datasets import DATASET_FACTORY, build_dataset  # noqa: E402
-from datasets.masks import PART_GROUPINGS, find_mask, load_mask, part_names  # noqa: E402
+from datasets.masks import find_mask, load_mask  # noqa: E402
 from datasets.transforms import TrainTransform, read_image  # noqa: E402
 from utils.errors import DataError  # noqa: E402
 
@@ -64,7 +65,7 @@ def main() -> None:
     picked = torch.randperm(len(records))[:args.n].sort().values.tolist()
     aug = (0.5, 10, 0.5) if args.augment else (0.0, 0, 0.0)  # flip p, padding, erasing p
     transform = TrainTransform(args.size, MEAN, STD, *aug, grouping=args.grouping)
-    names = part_names(args.grouping)
+    names = part_labels(args.grouping)
     colours = plt.get_cmap("tab10")(np.arange(len(names)) % 10)[:, :3]
 
     cols = min(8, len(picked))
@@ -80,7 +81,7 @@ def main() -> None:
         image, soft = transform(read_image(rec.path), load_mask(mask_path))
         ax.imshow(overlay(image, soft, colours))
         ax.set_title(os.path.basename(rec.path).rsplit(".", 1)[0], fontsize=6)
-    handles = [Patch(color=c, label=n.removesuffix("_mask")) for c, n in zip(colours, names)]
+    handles = [Patch(color=c, label=n) for c, n in zip(colours, names)]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(names), fontsize=8, frameon=False)
     fig.suptitle(f"{args.dataset} training images, '{args.grouping}' part masks"
                  + (" (augmented)" if args.augment else ""), fontsize=9)

@@ -45,6 +45,7 @@ from typing import Any, Sequence  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no GUI backend, no global state)
 
+from config import diff  # noqa: E402
 from utils.cli import ArgumentParser, run_main  # noqa: E402
 from utils.errors import DataError  # noqa: E402
 
@@ -94,16 +95,6 @@ class Run:
     validation: dict[int, dict] = dataclasses.field(default_factory=dict)
     tests: dict[tuple[str, bool], tuple[str, dict]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{'MODEL': {'ARCH': 'tsd'}}`` -> ``{'MODEL.ARCH': 'tsd'}`` (lists stay values)."""
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for k, v in node.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def _series_name(key: str) -> str | None:
@@ -209,7 +200,7 @@ def read_run(path: str) -> Run:
         found = True
         try:
             with open(cfg_path) as f:
-                run.config = {k: v for k, v in _flatten(yaml.safe_load(f) or {}).items() if k not in NOT_COMPARED}
+                run.config = {k: v for k, v in diff.flatten(yaml.safe_load(f) or {}).items() if k not in NOT_COMPARED}
         except yaml.YAMLError as e:
             raise DataError(f"{cfg_path} is not valid YAML ({str(e).splitlines()[0]}); "
                             "train.py writes it, restore it from the run") from e
@@ -264,12 +255,9 @@ def _run_names(paths: Sequence[str]) -> list[str]:
 def differing_keys(runs: Sequence[Run]) -> list[str]:
     """Config keys whose value differs between the runs that have a config (sorted); none for one run.
 
-    A key missing from some configs (written before the key existed) is compared among the others."""
-    configs = [r.config for r in runs if r.config]
-    if len(configs) < 2:
-        return []
-    keys = sorted(set().union(*configs))
-    return [k for k in keys if len({json.dumps(c[k], sort_keys=True) for c in configs if k in c}) > 1]
+    A key missing from some configs (written before the key existed) is compared among the others
+    (:func:`config.diff.differing_keys`)."""
+    return diff.differing_keys([r.config for r in runs if r.config])
 
 
 def _protocol_results(run: Run, kind: tuple[str, bool]) -> tuple[dict | None, str]:

@@ -32,10 +32,12 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from config.parts import part_abbrev  # noqa: E402
+from evaluation import ReidEvaluator  # noqa: E402
 from evaluation.protocols import HOLISTIC_LABEL, NEW_PROTOCOL_IGNORED  # noqa: E402
 from tools._common import (  # noqa: E402
-    display_image, figure_path, load_model, load_tool_cfg, parse_tool_args, part_abbrev, query_names,
-    save_figure, tool_argparser, tool_output_dir,
+    display_image, figure_path, load_model, load_tool_cfg, parse_tool_args, query_names, save_figure,
+    tool_argparser, tool_output_dir,
 )
 from utils.cli import run_main  # noqa: E402
 from utils.logger import get_logger  # noqa: E402
@@ -172,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     out = tool_output_dir(cfg, args.out, "vis_rank", "vis_rank_log.txt")
 
     from datasets import make_test_loader
-    from processor.inference import eval_amp_dtype, extract_features, format_results, make_evaluator
+    from processor.inference import eval_amp_dtype, extract_features, format_results
 
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)
     model, device = load_model(cfg, num_classes, camera_num, view_num)
     data = extract_features(model, val_loader, device, flip=cfg.TEST.FLIP_FEATS, amp_dtype=eval_amp_dtype(cfg, device))
-    evaluator = make_evaluator(cfg, num_query)
+    evaluator = ReidEvaluator.from_cfg(cfg, num_query)
     occ = data["occ"] if cfg.TEST.NEW_METRIC else None
     evaluator.update(data["feats"], data["vis"], data["pids"], data["camids"], occ)
     results, distmat = evaluator.compute(return_distmat=True)

@@ -9,16 +9,9 @@ from typing import Callable, NoReturn
 from .errors import TSDError, user_message
 from .logger import get_logger
 
-# train.py's flag: resume although config keys differ from the run's (processor.checkpointer).
-ALLOW_CONFIG_CHANGE_FLAG = "--allow-config-change"
-# train.py's flag: start over in an OUTPUT_DIR that holds a run, deleting its checkpoints (processor.checkpointer).
-OVERWRITE_FLAG = "--overwrite"
 # Oldest NVIDIA driver per CUDA major version (NVIDIA's CUDA compatibility table, minor version
 # compatibility: any 13.x build runs on >= 580, any 12.x on >= 525).
 MIN_DRIVER = {13: 580, 12: 525, 11: 450}
-# The run's config, written by train.py into OUTPUT_DIR beside its weight files; test.py and the tools
-# read it from beside TEST.WEIGHT when no --config_file is given.
-CONFIG_FILE = "config.yaml"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -56,74 +49,6 @@ def run_main(main: Callable[[], int | None]) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(rc or 0)
-
-
-# --config_file help of test.py and the tools that evaluate TEST.WEIGHT.
-EVAL_CONFIG_HELP = (f"YAML config of the model (default: the {CONFIG_FILE} that train.py wrote beside TEST.WEIGHT; "
-                    f"needed for a checkpoint without one, e.g. of the original TSD code)")
-
-
-def run_config_beside(path: str) -> str | None:
-    """The ``config.yaml`` train.py wrote into the folder of ``path`` (a weight file of its run), or None."""
-    candidate = os.path.join(os.path.dirname(path), CONFIG_FILE)
-    return candidate if os.path.isfile(candidate) else None
-
-
-def eval_config_file(config_file: str | None, opts: list[str], model_file: str | None = None) -> str:
-    """The config to evaluate with: ``config_file`` when given, else the run's ``config.yaml`` beside the
-    model file (``model_file``, else the ``TEST.WEIGHT`` among ``opts``).
-
-    Raises:
-        CheckpointError: no ``--config_file`` and no model file given, or the file does not exist.
-        ConfigError: no ``--config_file`` and no ``config.yaml`` beside the model file.
-    """
-    from .errors import CheckpointError, ConfigError
-
-    if config_file:
-        return config_file
-    pairs = dict(zip(opts[0::2], opts[1::2]))
-    weight = model_file or pairs.get("TEST.WEIGHT", "")
-    if not weight:
-        raise CheckpointError("no checkpoint given: add TEST.WEIGHT <run folder>/transformer_<epoch>.pth (the run's "
-                              f"{CONFIG_FILE} beside it gives the model and data settings), or --config_file FILE")
-    _check_weight_file(weight, "transformer" if model_file is None else None)
-    saved = run_config_beside(weight)
-    if saved is None:
-        raise ConfigError(f"{weight} has no {CONFIG_FILE} beside it (train.py writes one into every run folder; "
-                          f"a checkpoint of the original TSD code has none): add --config_file with the config it "
-                          f"was trained with, e.g. --config_file configs/OCC_Duke/vit_base.yml")
-    return saved
-
-
-def load_eval_cfg(config_file: str | None, opts: list[str], model_file: str | None = None):
-    """Config for evaluating ``TEST.WEIGHT``: :func:`eval_config_file` + overrides, with
-    ``MODEL.PRETRAIN_CHOICE none`` (the checkpoint overwrites every backbone weight, so the ImageNet
-    file is never needed)."""
-    from config import load_cfg
-
-    return load_cfg(eval_config_file(config_file, list(opts), model_file), list(opts) + ["MODEL.PRETRAIN_CHOICE", "none"])
-
-
-def check_test_weight(cfg) -> None:
-    """Raise a one-line ``CheckpointError`` when ``TEST.WEIGHT`` is empty or not a file."""
-    from .errors import CheckpointError
-
-    if not cfg.TEST.WEIGHT:
-        raise CheckpointError("no checkpoint given: add TEST.WEIGHT <run folder>/transformer_<epoch>.pth to the command")
-    _check_weight_file(cfg.TEST.WEIGHT, cfg.MODEL.NAME)
-
-
-def _check_weight_file(path: str, model_name: str | None) -> None:
-    """``CheckpointError`` naming ``path`` when it is not a file: ``TEST.WEIGHT`` (a weight file named
-    ``<model_name>_<epoch>.pth``), or an exported model when ``model_name`` is None."""
-    from .errors import CheckpointError
-
-    if os.path.isfile(path):
-        return
-    if model_name is None:
-        raise CheckpointError(f"{path} does not exist; check the path")
-    raise CheckpointError(f"TEST.WEIGHT {path} does not exist; check the path "
-                          f"(training writes OUTPUT_DIR/{model_name}_<epoch>.pth)")
 
 
 def check_output_dir(path: str, key: str = "OUTPUT_DIR") -> None:

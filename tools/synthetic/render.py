@@ -16,6 +16,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from config.parts import PIFPAF_LIMBS
 from tools.synthetic.layout import DUKE_ASPECTS, NONE, NUM_CAMS, OBJECT, ImageSpec
 from tools.synthetic.paint import Painter, ellipse, pixel, polygon, rect, segment
 from tools.synthetic.person import (GARMENT, Pose, draw_person, identity_appearance, pick_colour,
@@ -24,9 +25,8 @@ from tools.synthetic.person import (GARMENT, Pose, draw_person, identity_appeara
 MASK_STRIDE = 8  # PifPaf fields are predicted at stride 8
 HIDDEN_RANGE = (0.2, 0.75)  # fraction of the target's body an occluder hides
 OCCLUDER_TRIES = 8
-# Channels 17..35: limb fields as (keypoint a, keypoint b), PIFPAF_PARTS order (§3.3).
-LIMBS = np.array([(15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
-                  (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)])
+# Channels 17..35: limb fields as (keypoint a, keypoint b) (§3.3).
+LIMBS = np.array(PIFPAF_LIMBS)
 # Field widths in units of the person height: broad torso fields so that the torso's inside is
 # labelled too, thin face fields, ankles wider than the shin fields so that the feet win below them.
 KP_SIGMA = np.array([0.03] * 5 + [0.035] * 10 + [0.045] * 2, np.float32)
