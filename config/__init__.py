@@ -11,7 +11,8 @@ import difflib
 import os
 import re
 from ast import literal_eval
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import yaml
 from yacs.config import CfgNode as CN

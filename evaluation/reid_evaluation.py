@@ -19,7 +19,7 @@ and a (Q, G) float32 matrix 3.8 GB.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from .rerank import k_reciprocal_rerank
 
 DEFAULT_RERANK_PARAMS = {"k1": 20, "k2": 6, "lambda_value": 0.3}
 
-IdLike = Union[torch.Tensor, np.ndarray, Sequence[int]]
+IdLike = torch.Tensor | np.ndarray | Sequence[int]
 
 
 def _as_long(values: IdLike) -> torch.Tensor:
@@ -68,9 +68,9 @@ class ReidEvaluator:
         feat_norm: bool = True,
         protocol: str = "standard",
         reranking: bool = False,
-        rerank_params: Optional[Mapping[str, Union[int, float]]] = None,
+        rerank_params: Mapping[str, int | float] | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-        token_names: Optional[Sequence[str]] = None,
+        token_names: Sequence[str] | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ConfigError(f"unknown evaluation protocol {protocol!r}: use one of {PROTOCOLS}")
@@ -88,7 +88,7 @@ class ReidEvaluator:
         self.reset()
 
     @classmethod
-    def from_cfg(cls, cfg: CfgNode, num_query: int) -> "ReidEvaluator":
+    def from_cfg(cls, cfg: CfgNode, num_query: int) -> ReidEvaluator:
         """Evaluator configured by ``cfg.TEST`` (FEAT_NORM, NEW_METRIC, RE_RANKING, RE_RANKING_K1/K2/LAMBDA,
         PER_PART). With PER_PART the per-token rows are named after the model's tokens
         (:func:`config.parts.token_names` of ``MODEL.ARCH`` and ``INPUT.MASK_PREPROCESS``: ``global``,
@@ -112,15 +112,15 @@ class ReidEvaluator:
         self._vis: list[torch.Tensor] = []
         self._pids: list[torch.Tensor] = []
         self._camids: list[torch.Tensor] = []
-        self._occ: list[Optional[torch.Tensor]] = []
+        self._occ: list[torch.Tensor | None] = []
 
     def update(
         self,
         feats: torch.Tensor,
-        vis: Optional[torch.Tensor],
+        vis: torch.Tensor | None,
         pids: IdLike,
         camids: IdLike,
-        occ_labels: Optional[IdLike] = None,
+        occ_labels: IdLike | None = None,
     ) -> None:
         """Add a batch: ``feats`` (B, 1+P, C) or (B, C), ``vis`` (B, 1+P) or None (all visible),
         identities, cameras and (new protocol) gallery occlusion labels, each B values."""
@@ -140,7 +140,7 @@ class ReidEvaluator:
         self._camids.append(ids[1])
         self._occ.append(ids[2])
 
-    def compute(self, return_distmat: bool = False) -> Union[dict, tuple[dict, torch.Tensor]]:
+    def compute(self, return_distmat: bool = False) -> dict | tuple[dict, torch.Tensor]:
         """Evaluate → ``{name: result}`` (see :func:`evaluate_rankings`), plus the (Q, G) distance
         (re-ranked if enabled) when ``return_distmat``."""
         num_all = sum(f.shape[0] for f in self._feats)

@@ -27,8 +27,8 @@ Differences from the reference, none of which changes the algorithm:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -96,7 +96,7 @@ def _nearest(block_distance: BlockDistance, num_query: int, num_all: int, num_ne
     its nearest images among I. Running lists per row are merged with ``torch.topk``; a row is
     complete once its own block is done. Half the GEMMs and elementwise work of a full row pass."""
     step = max(1, chunk_size // num_all, min(MIN_BLOCK_ROWS, num_all))
-    best: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    best: tuple[torch.Tensor, torch.Tensor] | None = None
     row_max = original = None
     # work of a block ~ its pairs: the first blocks of the triangle are the widest
     pairs = sum((min(i0 + step, num_all) - i0) * (num_all - i0) for i0 in range(0, num_all, step)) / 1e6

@@ -6,7 +6,7 @@ mask grouping, input size, fore head, SIE), all in one ``CheckpointError`` line.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

@@ -18,7 +18,6 @@ import datetime
 import json
 import math
 import os
-from typing import Any
 
 import torch
 

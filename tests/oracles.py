@@ -7,7 +7,7 @@ tools/bench_eval.py times them as its ``reference`` method (``from tests.oracles
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ def reference_eval(
     q_camids: np.ndarray,
     g_camids: np.ndarray,
     max_rank: int = 50,
-    g_labels: Optional[np.ndarray] = None,
+    g_labels: np.ndarray | None = None,
     ignored_labels: Sequence[int] = (),
     sort_kind: str = "quicksort",
 ) -> dict:

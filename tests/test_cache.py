@@ -12,7 +12,7 @@ import datasets.cache as cache_mod
 from datasets import build_dataset
 from datasets.cache import CachedSource, DecodedSource, build_cache, cache_folder, open_cache
 from datasets.masks import find_mask
-from tests.test_datasets import data_copy, make_cfg  # noqa: F401 (data_copy: fixture)
+from tests.test_datasets import make_cfg
 from utils.errors import ConfigError, DataError, user_message
 
 

@@ -161,7 +161,7 @@ def test_part_keys_the_latest_layer_decides(tmp_path):
     assert parts(load_cfg(paper, ["MODEL.NUM_PARTS", "3"])) == (3, "three")
     assert parts(load_cfg(paper, ["INPUT.MASK_PREPROCESS", "eight"])) == (8, "eight")
     # a file over its _BASE_ that sets both
-    base = _yaml(tmp_path / "base.yml", BOTH_FIVE)
+    _yaml(tmp_path / "base.yml", BOTH_FIVE)
     only_grouping = _yaml(tmp_path / "eight.yml", "_BASE_: base.yml\nINPUT:\n  MASK_PREPROCESS: eight\n")
     only_count = _yaml(tmp_path / "three.yml", "_BASE_: base.yml\nMODEL:\n  NUM_PARTS: 3\n")
     assert parts(load_cfg(only_grouping)) == (8, "eight")

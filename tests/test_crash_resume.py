@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from processor.checkpointer import Checkpointer
-from utils.errors import CheckpointError
 from processor.trainer import HookBase
 from tests.test_train import DEMO_CFG, REPO, run_training, tiny_cfg
+from utils.errors import CheckpointError
 
 EPOCHS = 3
 

@@ -16,8 +16,16 @@ from config import load_cfg  # noqa: E402
 from datasets import build_dataset  # noqa: E402
 from model import make_model  # noqa: E402
 from processor.export import (  # noqa: E402
-    FEATURE_TOL, EvalModel, ExportCheck, ExportError, _require, export_onnx, file_metadata, onnx_session,
-    random_batches, verify_onnx,
+    FEATURE_TOL,
+    EvalModel,
+    ExportCheck,
+    ExportError,
+    _require,
+    export_onnx,
+    file_metadata,
+    onnx_session,
+    random_batches,
+    verify_onnx,
 )
 from processor.inference import extract_features  # noqa: E402
 from tests.parity import REPO  # noqa: E402

@@ -4,8 +4,6 @@ The oracles are the per-query re-implementations of the reference in tests/oracl
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import pytest
 import torch
@@ -46,7 +44,7 @@ def _evaluate(data: dict, batch: int = 37, **kwargs):
     return evaluator.compute(return_distmat=True)
 
 
-def _oracle(data: dict, distmat: np.ndarray, ignored_labels: Optional[tuple] = None, sort_kind: str = "stable", max_rank: int = 50) -> dict:
+def _oracle(data: dict, distmat: np.ndarray, ignored_labels: tuple | None = None, sort_kind: str = "stable", max_rank: int = 50) -> dict:
     """tests/oracles.reference_eval on ``distmat`` with the data's ids."""
     nq = data["num_query"]
     pids, camids, labels = data["pids"].numpy(), data["camids"].numpy(), data["labels"].numpy()

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from config import load_cfg
+from config.parts import part_abbrev
 from datasets import build_dataset
 from datasets.bases import parse_pid_cam
 from datasets.transforms import build_eval_transform
@@ -23,7 +24,6 @@ from processor.inference import extract_features
 from tests.parity import REPO
 from tools import extract_features as extract_tool
 from tools import vis_attn, vis_rank
-from config.parts import part_abbrev
 from tools._common import eval_loader, query_names
 from utils.errors import CheckpointError, ConfigError, DataError
 

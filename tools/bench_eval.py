@@ -31,15 +31,15 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evaluation import ReidEvaluator  # noqa: E402
-from tests.oracles import reference_distance, reference_eval, reference_rerank  # noqa: E402
+from evaluation import ReidEvaluator
+from tests.oracles import reference_distance, reference_eval, reference_rerank
 
 DUKE = {"num_query": 2210, "num_gallery": 17661, "gallery_ids": 1110, "query_ids": 519, "cameras": 8}
 # MSMT17's test split: 11,659 queries and 82,161 gallery images of 3,060 identities, 15 cameras.
@@ -219,7 +219,7 @@ def _measure(args: argparse.Namespace, dim: int, reranking: bool) -> dict:
     return rows
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", default="occ_duke",

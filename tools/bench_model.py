@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import load_cfg  # noqa: E402
-from loss import make_loss  # noqa: E402
-from model import fused_attention, make_model  # noqa: E402
+from config import load_cfg
+from loss import make_loss
+from model import fused_attention, make_model
 
 OFFICIAL_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "OCC_Duke", "vit_base.yml")
 NUM_CLASSES = 702  # Occluded-Duke training identities

@@ -24,12 +24,17 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from processor.export import FEATURE_TOL, ExportError, export_onnx, onnx_session, random_batches, verify_onnx  # noqa: E402
-from tools._common import (  # noqa: E402
-    eval_loader, folder_records, load_model, load_tool_cfg, parse_tool_args, tool_argparser,
+from processor.export import FEATURE_TOL, ExportError, export_onnx, onnx_session, random_batches, verify_onnx
+from tools._common import (
+    eval_loader,
+    folder_records,
+    load_model,
+    load_tool_cfg,
+    parse_tool_args,
+    tool_argparser,
 )
-from utils.cli import run_main  # noqa: E402
-from utils.logger import get_logger, setup_logger  # noqa: E402
+from utils.cli import run_main
+from utils.logger import get_logger, setup_logger
 
 __all__ = ["main"]
 

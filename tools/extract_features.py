@@ -32,20 +32,29 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import json  # noqa: E402
-from typing import Sequence  # noqa: E402
+import json
+from collections.abc import Sequence
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from config.run_config import EVAL_CONFIG_HELP  # noqa: E402
-from evaluation import query_gallery_distance  # noqa: E402
-from tools._common import (  # noqa: E402
-    eval_loader, figure_path, file_stem, folder_records, load_model, load_tool_cfg, parse_tool_args, query_names,
-    save_figure, tool_argparser, tool_output_dir,
+from config.run_config import EVAL_CONFIG_HELP
+from evaluation import query_gallery_distance
+from tools._common import (
+    eval_loader,
+    figure_path,
+    file_stem,
+    folder_records,
+    load_model,
+    load_tool_cfg,
+    parse_tool_args,
+    query_names,
+    save_figure,
+    tool_argparser,
+    tool_output_dir,
 )
-from tools.vis_rank import RankedImage, plot_ranking, ranked_gallery  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.logger import get_logger  # noqa: E402
+from tools.vis_rank import RankedImage, plot_ranking, ranked_gallery
+from utils.cli import run_main
+from utils.logger import get_logger
 
 __all__ = ["save_features", "default_out", "main"]
 

@@ -36,18 +36,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import csv  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
+import csv
+import dataclasses
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
 
-import yaml  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no GUI backend, no global state)
+import yaml
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-from config import diff  # noqa: E402
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.errors import DataError  # noqa: E402
+from config import diff
+from utils.cli import ArgumentParser, run_main
+from utils.errors import DataError
 
 __all__ = ["Run", "NotARunError", "read_run", "parse_metrics", "parse_train_log", "differing_keys", "table_rows",
            "write_table", "seed_groups", "seed_rows", "write_seed_table", "plot_curves", "main"]
@@ -501,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             runs.append(read_run(path))
             paths.append(path)
-        except NotARunError as e:
+        except NotARunError:
             if len(args.runs) == 1:
                 raise
             skipped.append(path)

@@ -24,24 +24,34 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import json  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Sequence  # noqa: E402
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import cv2  # noqa: E402
-import matplotlib  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import nn  # noqa: E402
+import cv2
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
 
-from tools._common import (  # noqa: E402
-    display_image, eval_loader, figure_path, file_stem, folder_records, load_model, load_tool_cfg, parse_tool_args,
-    query_names, save_figure, tool_argparser, tool_output_dir,
+from tools._common import (
+    display_image,
+    eval_loader,
+    figure_path,
+    file_stem,
+    folder_records,
+    load_model,
+    load_tool_cfg,
+    parse_tool_args,
+    query_names,
+    save_figure,
+    tool_argparser,
+    tool_output_dir,
 )
-from utils.cli import run_main  # noqa: E402
-from utils.errors import ConfigError, DataError  # noqa: E402
-from utils.logger import get_logger  # noqa: E402
+from utils.cli import run_main
+from utils.errors import ConfigError, DataError
+from utils.logger import get_logger
 
 __all__ = ["AttentionRow", "attention_and_visibility", "head_mean_attention", "attention_titles", "overlay",
            "plot_attention", "main"]

@@ -24,23 +24,30 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import json  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Mapping, Sequence  # noqa: E402
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from config.parts import part_abbrev  # noqa: E402
-from evaluation import ReidEvaluator  # noqa: E402
-from evaluation.protocols import HOLISTIC_LABEL, NEW_PROTOCOL_IGNORED  # noqa: E402
-from tools._common import (  # noqa: E402
-    display_image, figure_path, load_model, load_tool_cfg, parse_tool_args, query_names, save_figure,
-    tool_argparser, tool_output_dir,
+from config.parts import part_abbrev
+from evaluation import ReidEvaluator
+from evaluation.protocols import HOLISTIC_LABEL, NEW_PROTOCOL_IGNORED
+from tools._common import (
+    display_image,
+    figure_path,
+    load_model,
+    load_tool_cfg,
+    parse_tool_args,
+    query_names,
+    save_figure,
+    tool_argparser,
+    tool_output_dir,
 )
-from utils.cli import run_main  # noqa: E402
-from utils.logger import get_logger  # noqa: E402
+from utils.cli import run_main
+from utils.logger import get_logger
 
 __all__ = ["RankedImage", "pick_queries", "protocol_removed", "ranked_gallery", "ranking_legend", "plot_ranking", "main"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional
 
 from tqdm import tqdm
 
@@ -24,7 +23,7 @@ class Progress:
     """
 
     def __init__(self, total: float, desc: str, unit: str = "it", delay: float = 10.0, interval: float = 30.0,
-                 bar: Optional[bool] = None) -> None:
+                 bar: bool | None = None) -> None:
         self.total, self.desc, self.unit = total, desc, unit
         self.delay, self.interval = delay, interval
         self.done = 0
@@ -43,7 +42,7 @@ class Progress:
             self._last = now
             get_logger().info(self.line(now))
 
-    def line(self, now: Optional[float] = None) -> str:
+    def line(self, now: float | None = None) -> str:
         """``desc: done/total unit (pct), elapsed, ETA``."""
         elapsed = (time.perf_counter() if now is None else now) - self.start
         eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
@@ -57,7 +56,7 @@ class Progress:
         elif time.perf_counter() - self.start >= self.delay:
             get_logger().info(f"{self.desc}: done in {tqdm.format_interval(time.perf_counter() - self.start)}")
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

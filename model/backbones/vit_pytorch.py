@@ -18,8 +18,8 @@ import math
 import os
 import pickle
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
 
 import torch
 from timm.layers import resample_abs_pos_embed, trunc_normal_

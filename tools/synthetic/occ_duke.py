@@ -15,8 +15,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.synthetic.layout import (DUKE_ASPECTS, DUKE_HEIGHTS, KINDS, NONE, NUM_CAMS, OBJECT, PERSON, SPLITS,
-                                    TRAIN_OCCLUSION_P, ImageSpec, Plan)
+from tools.synthetic.layout import (
+    DUKE_ASPECTS,
+    DUKE_HEIGHTS,
+    KINDS,
+    NONE,
+    NUM_CAMS,
+    OBJECT,
+    PERSON,
+    SPLITS,
+    TRAIN_OCCLUSION_P,
+    ImageSpec,
+    Plan,
+)
 from utils.errors import DataError
 
 DATASET_DIR = "Occluded_Duke"

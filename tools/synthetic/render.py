@@ -19,8 +19,16 @@ import numpy as np
 from config.parts import PIFPAF_LIMBS
 from tools.synthetic.layout import DUKE_ASPECTS, NONE, NUM_CAMS, OBJECT, ImageSpec
 from tools.synthetic.paint import Painter, ellipse, pixel, polygon, rect, segment
-from tools.synthetic.person import (GARMENT, Pose, draw_person, identity_appearance, pick_colour,
-                                    place_person, random_appearance, sample_pose)
+from tools.synthetic.person import (
+    GARMENT,
+    Pose,
+    draw_person,
+    identity_appearance,
+    pick_colour,
+    place_person,
+    random_appearance,
+    sample_pose,
+)
 
 MASK_STRIDE = 8  # PifPaf fields are predicted at stride 8
 HIDDEN_RANGE = (0.2, 0.75)  # fraction of the target's body an occluder hides
