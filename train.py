@@ -2,8 +2,10 @@
 
     .venv/bin/python train.py --config_file configs/OCC_Duke/vit_base.yml [KEY VALUE ...]
     .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume   # continue from OUTPUT_DIR/last.pth
-    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume --allow-config-change   # e.g. another SOLVER.BASE_LR
-    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --overwrite   # start over where a run was (deletes its checkpoints)
+    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume --allow-config-change \
+  # e.g. another SOLVER.BASE_LR
+    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --overwrite \
+  # start over where a run was (deletes its checkpoints)
     .venv/bin/torchrun --nproc_per_node 2 train.py --config_file ...
 """
 from __future__ import annotations

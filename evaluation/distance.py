@@ -260,7 +260,9 @@ def query_gallery_distance(
     return part_distance(bank.rows(0, num_query), bank.subset(num_query, len(bank)), chunk_size)
 
 
-def pair_distance(feats: RowSource, a: torch.Tensor, b: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+def pair_distance(
+    feats: RowSource, a: torch.Tensor, b: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> torch.Tensor:
     """Part distance of the image pairs ``(a[m], b[m])`` → (M,) float32 (same formula as
     :func:`part_distance`, evaluated per pair; equal to it up to float32 rounding)."""
     first = feats.take(a[:1])

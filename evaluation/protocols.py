@@ -35,7 +35,8 @@ def ignored_entries(protocol: str, g_labels: torch.Tensor | None, num_g: int) ->
         return {"all": torch.zeros(num_g, dtype=torch.bool)}
     if g_labels is None:
         raise ConfigError(
-            "TEST.NEW_METRIC needs gallery occlusion labels: use DATASETS.NAMES 'new_occ_duke' or set TEST.NEW_METRIC False"
+            "TEST.NEW_METRIC needs gallery occlusion labels: use DATASETS.NAMES 'new_occ_duke' "
+            "or set TEST.NEW_METRIC False"
         )
     return {
         name: torch.isin(g_labels, torch.tensor((HOLISTIC_LABEL, *labels)))

@@ -131,7 +131,8 @@ class ReidEvaluator:
         ids = [_as_long(v) for v in (pids, camids)] + [None if occ_labels is None else _as_long(occ_labels)]
         if feats.dim() != 3 or vis.shape != feats.shape[:2] or any(v is not None and len(v) != len(feats) for v in ids):
             raise ValueError(
-                f"batch shapes do not fit: features {tuple(feats.shape)} (B, T, C), visibility {tuple(vis.shape)} (B, T), "
+                f"batch shapes do not fit: features {tuple(feats.shape)} (B, T, C), "
+                f"visibility {tuple(vis.shape)} (B, T), "
                 f"ids {[None if v is None else len(v) for v in ids]} (B each)"
             )
         self._feats.append(feats)
@@ -145,7 +146,8 @@ class ReidEvaluator:
         (re-ranked if enabled) when ``return_distmat``."""
         num_all = sum(f.shape[0] for f in self._feats)
         if not 0 < self.num_query < num_all:
-            raise DataError(f"evaluation got {num_all} images for {self.num_query} queries: the query or gallery set is empty")
+            raise DataError(f"evaluation got {num_all} images for {self.num_query} queries: "
+                            "the query or gallery set is empty")
         pids, camids = torch.cat(self._pids), torch.cat(self._camids)
         q, g = slice(None, self.num_query), slice(self.num_query, None)
         g_labels = None if any(o is None for o in self._occ) else torch.cat(self._occ)[g]
@@ -165,7 +167,8 @@ class ReidEvaluator:
             )
         else:
             distmat = query_gallery_distance(self._feats, self._vis, self.num_query, self.feat_norm, self.chunk_size)
-        results = evaluate_rankings(distmat, pids[q], pids[g], camids[q], camids[g], ignored, self.max_rank, self.chunk_size)
+        results = evaluate_rankings(distmat, pids[q], pids[g], camids[q], camids[g], ignored, self.max_rank,
+                                    self.chunk_size)
         if not return_distmat:
             del distmat  # per-token metrics need a (Q, G) matrix of their own
         if self.token_names is not None:

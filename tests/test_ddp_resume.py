@@ -50,7 +50,8 @@ def torchrun(out: str, root: str, *extra: str, script: str = os.path.join(REPO, 
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             script, "--config_file", DEMO_CFG, *extra, "MODEL.DEVICE", "cpu",
             "DATASETS.ROOT_DIR", root, "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "0",
-            "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]", "SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2",
+            "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]", "SOLVER.IMS_PER_BATCH", "8",
+            "DATALOADER.NUM_INSTANCE", "2",
             "SOLVER.MAX_EPOCHS", str(EPOCHS), "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "0",
             "SOLVER.CHECKPOINT_PERIOD", str(EPOCHS), "SOLVER.LOG_PERIOD", "1"]
 

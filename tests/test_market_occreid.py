@@ -36,7 +36,8 @@ def two_sets(tmp_path_factory) -> str:
 
 def test_full_plans_have_the_real_statistics():
     market = plan_market("full", seed=0)
-    splits = {s: [i for i in market.images if s in i.splits] for s in ("bounding_box_train", "query", "bounding_box_test")}
+    splits = {s: [i for i in market.images if s in i.splits]
+              for s in ("bounding_box_train", "query", "bounding_box_test")}
     assert len(splits["bounding_box_train"]) == 12936 and len({i.pid for i in splits["bounding_box_train"]}) == 751
     assert len(splits["query"]) == 3368 and len({i.pid for i in splits["query"]}) == 750
     gallery = splits["bounding_box_test"]

@@ -28,7 +28,8 @@ def _evaluate(fx: dict, protocol: str, chunk_size: int):
     num = len(inp["pids"])
     cuts = sorted({0, num, *torch.randint(1, num, (6,), generator=torch.Generator().manual_seed(num)).tolist()})
     for a, b in zip(cuts[:-1], cuts[1:]):
-        evaluator.update(inp["feats"][a:b], inp["vis"][a:b], inp["pids"][a:b], inp["camids"][a:b], inp["occ_labels"][a:b])
+        evaluator.update(inp["feats"][a:b], inp["vis"][a:b], inp["pids"][a:b], inp["camids"][a:b],
+                         inp["occ_labels"][a:b])
     return evaluator.compute(return_distmat=True)
 
 

@@ -96,7 +96,8 @@ def test_attention_and_visibility_match_the_model(tiny, synthetic_root):
 
 def test_vis_attn_writes_one_png_per_image_and_the_true_visibilities(tiny, synthetic_root, tmp_path):
     cfg, model, weight = tiny
-    assert vis_attn.main(["--config_file", CONFIG, "--num", "3", *overrides(synthetic_root, weight, str(tmp_path))]) == 0
+    assert vis_attn.main(["--config_file", CONFIG, "--num", "3",
+                          *overrides(synthetic_root, weight, str(tmp_path))]) == 0
     out = tmp_path / "vis_attn"
     query = build_dataset("occ_duke", synthetic_root).query[:3]
     pngs = sorted(p for p in os.listdir(out) if p.endswith(".png") and p != "index.png")
@@ -123,7 +124,8 @@ def test_vis_attn_own_images_and_baseline_refused(tiny, synthetic_root, tmp_path
     out = tmp_path / "attn"
     args = ["--config_file", CONFIG, "--images", str(folder), "--out", str(out), *overrides(synthetic_root, weight, "")]
     assert vis_attn.main(args) == 0
-    assert sorted(json.loads((out / "visibility.json").read_text())) == [str(folder / "a.png"), str(folder / "sub" / "b.jpg")]
+    assert (sorted(json.loads((out / "visibility.json").read_text()))
+            == [str(folder / "a.png"), str(folder / "sub" / "b.jpg")])
     with pytest.raises(ConfigError, match="MODEL.ARCH vit"):
         vis_attn.main(args + ["MODEL.ARCH", "vit"])
 
@@ -145,12 +147,14 @@ def test_ranked_gallery_skips_removed_entries_stably():
     assert vis_rank.ranked_gallery(dist, removed, 3).tolist() == [3, 2, 0]
     g_pids, g_cams = np.array([1, 1, 1, 2]), np.array([0, 1, 1, 0])
     assert vis_rank.protocol_removed(1, 0, g_pids, g_cams, np.zeros(4, bool)).tolist() == [True, False, False, False]
-    assert vis_rank.protocol_removed(1, 0, g_pids, g_cams, np.array([0, 1, 0, 1], bool)).tolist() == [True, True, False, False]
+    assert (vis_rank.protocol_removed(1, 0, g_pids, g_cams, np.array([0, 1, 0, 1], bool)).tolist()
+            == [True, True, False, False])
 
 
 def test_vis_rank_draws_the_evaluator_ranking(tiny, synthetic_root, tmp_path):
     cfg, model, weight = tiny
-    args = ["--config_file", CONFIG, "--num-queries", "4", "--topk", "5", *overrides(synthetic_root, weight, str(tmp_path))]
+    args = ["--config_file", CONFIG, "--num-queries", "4", "--topk", "5",
+            *overrides(synthetic_root, weight, str(tmp_path))]
     assert vis_rank.main(args) == 0
     out = tmp_path / "vis_rank"
     assert len([p for p in os.listdir(out) if p.endswith(".png")]) == 4
@@ -176,7 +180,8 @@ def test_vis_rank_draws_the_evaluator_ranking(tiny, synthetic_root, tmp_path):
 def test_plot_ranking_layout(synthetic_root):
     paths = [r.path for r in build_dataset("occ_duke", synthetic_root).gallery[:4]]
     query = vis_rank.RankedImage(paths[0], np.array([1, 0, 1, 0, 1.0]), "query")
-    gallery = [vis_rank.RankedImage(p, np.ones(5), f"#{i}", m) for i, (p, m) in enumerate(zip(paths[1:], (True, False, None)))]
+    gallery = [vis_rank.RankedImage(p, np.ones(5), f"#{i}", m)
+               for i, (p, m) in enumerate(zip(paths[1:], (True, False, None)))]
     fig = vis_rank.plot_ranking(query, gallery, ["head", "arm", "torso", "leg", "feet"], (256, 128), "t")
     assert len(fig.axes) == 5  # query, gap, 3 gallery images
     letters = [t.get_text() for t in fig.axes[0].texts]

@@ -27,7 +27,8 @@ from torch import nn
 from config.run_config import check_test_weight, load_eval_cfg
 from utils.cli import config_argparser, run_main
 
-DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo", "tsd_tiny.yml")
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs", "demo", "tsd_tiny.yml")
 
 
 def compare_speed(model: nn.Module, session, images: torch.Tensor, warmup: int = 2, iters: int = 5,

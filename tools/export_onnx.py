@@ -5,7 +5,8 @@
         TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
 The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
-checkpoint without one). Writes the evaluation model — normalised images (B, 3, H, W) at ``INPUT.SIZE_TEST`` -> ``features``
+checkpoint without one). Writes the evaluation model — normalised images (B, 3, H, W) at \
+``INPUT.SIZE_TEST`` -> ``features``
 (B, 1+P, C) after the BNNecks and ``visibility`` (B, 1+P), the flip of ``TEST.FLIP_FEATS`` included —
 with a dynamic batch axis, as one self-contained file (default: ``TEST.WEIGHT`` with ``.onnx``). The
 file's metadata (``tsd.*``: input size, pixel mean / std, flip, feature norm, token names) says how to

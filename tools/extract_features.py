@@ -114,20 +114,23 @@ def main(argv: list[str] | None = None) -> int:
     save_features(out, "gallery_", feats[m:], vis[m:], paths[m:])
     if cfg.TEST.RE_RANKING:
         log.warning("TEST.RE_RANKING is ignored here: the rankings use the plain part distance")
-    dist = query_gallery_distance(data["feats"].float(), data["vis"].float(), m, cfg.TEST.FEAT_NORM == "yes").cpu().numpy()
+    dist = query_gallery_distance(data["feats"].float(), data["vis"].float(), m,
+                                  cfg.TEST.FEAT_NORM == "yes").cpu().numpy()
     names, rankings = query_names(cfg), {}
     os.makedirs(os.path.join(out, "ranking"), exist_ok=True)
     for i in range(m):
         top = ranked_gallery(dist[i], np.zeros(dist.shape[1], dtype=bool), args.topk)
         ranked = [RankedImage(paths[m + j], vis[m + j, 1:],
-                              f"#{r + 1}  d {dist[i, j]:.3f}\n{file_stem(paths[m + j])[:16]}") for r, j in enumerate(top)]
+                              f"#{r + 1}  d {dist[i, j]:.3f}\n{file_stem(paths[m + j])[:16]}")
+                  for r, j in enumerate(top)]
         query = RankedImage(paths[i], vis[i, 1:], f"query\n{file_stem(paths[i])[:16]}")
         fig = plot_ranking(query, ranked, names, cfg.INPUT.SIZE_TEST, os.path.basename(paths[i]))
         save_figure(fig, figure_path(os.path.join(out, "ranking"), i, paths[i]))
         rankings[paths[i]] = [{"path": paths[m + j], "distance": float(dist[i, j])} for j in top]
     with open(os.path.join(out, "ranking.json"), "w") as f:
         json.dump(rankings, f, indent=1)
-    log.info(f"ranked {len(gallery)} gallery images of {args.gallery} for {m} images: {out}/ranking.json, {out}/ranking/")
+    log.info(f"ranked {len(gallery)} gallery images of {args.gallery} for {m} images: "
+             f"{out}/ranking.json, {out}/ranking/")
     return 0
 
 

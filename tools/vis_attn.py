@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Draw where each part query of the TSD student decoder looks (as the original code's vis_attn).
 
-    .venv/bin/python tools/vis_attn.py [--num 16] [--images DIR] [--out DIR] TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    .venv/bin/python tools/vis_attn.py [--num 16] [--images DIR] [--out DIR] \
+TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
 The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
 checkpoint without one). For the first ``--num`` query images of the configured data set (or of the
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_tool_args(parser, argv)
     cfg = load_tool_cfg(args)
     if cfg.MODEL.ARCH != "tsd":
-        raise ConfigError(f"MODEL.ARCH {cfg.MODEL.ARCH} has no part decoder to visualise; use a TSD model (MODEL.ARCH tsd)")
+        raise ConfigError(f"MODEL.ARCH {cfg.MODEL.ARCH} has no part decoder to visualise; "
+                          "use a TSD model (MODEL.ARCH tsd)")
     out = tool_output_dir(cfg, args.out, "vis_attn", "vis_attn_log.txt")
     if args.images:
         records, num_classes, source = folder_records(args.images), 1, args.images

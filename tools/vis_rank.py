@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Draw the top-K gallery of query images under the configured evaluation protocol.
 
-    .venv/bin/python tools/vis_rank.py [--num-queries 8] [--topk 10] [--out DIR] TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    .venv/bin/python tools/vis_rank.py [--num-queries 8] [--topk 10] [--out DIR] \
+TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
 The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
 checkpoint without one; ``KEY VALUE`` pairs override it, e.g. ``DATASETS.NAMES new_occ_duke
-TEST.NEW_METRIC True``). Evaluates the val set (query + gallery) exactly like ``test.py`` — same features, visibility-weighted
+TEST.NEW_METRIC True``). Evaluates the val set (query + gallery) exactly like ``test.py`` — same features, \
+visibility-weighted
 part distance and protocol (``TEST.NEW_METRIC``, ``TEST.RE_RANKING``, ``TEST.FLIP_FEATS``) — logs the
 metrics, and for ``--num-queries`` queries (half rank-1 failures, half successes, spread over the
 query list) writes ``<out>/<nnn>_<query name>.png``: the query (blue frame) and its top-K gallery
@@ -49,7 +51,8 @@ from tools._common import (
 from utils.cli import run_main
 from utils.logger import get_logger
 
-__all__ = ["RankedImage", "pick_queries", "protocol_removed", "ranked_gallery", "ranking_legend", "plot_ranking", "main"]
+__all__ = ["RankedImage", "pick_queries", "protocol_removed", "ranked_gallery", "ranking_legend", "plot_ranking",
+           "main"]
 
 FRAME = {True: (0.1, 0.75, 0.2), False: (0.9, 0.1, 0.1), None: (0.55, 0.55, 0.55)}  # match / non-match / unknown
 QUERY_FRAME = (0.1, 0.3, 0.9)

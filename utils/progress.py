@@ -29,7 +29,8 @@ class Progress:
         self.done = 0
         self.start = self._last = time.perf_counter()
         use_bar = sys.stderr.isatty() if bar is None else bar
-        self._bar = tqdm(total=total, desc=desc, unit=unit, delay=delay, leave=False, file=sys.stderr) if use_bar else None
+        self._bar = (tqdm(total=total, desc=desc, unit=unit, delay=delay, leave=False, file=sys.stderr)
+                     if use_bar else None)
 
     def update(self, n: float = 1) -> None:
         """Add ``n`` finished units."""
@@ -46,7 +47,8 @@ class Progress:
         """``desc: done/total unit (pct), elapsed, ETA``."""
         elapsed = (time.perf_counter() if now is None else now) - self.start
         eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-        return (f"{self.desc}: {self.done:,.0f}/{self.total:,.0f} {self.unit} ({100 * self.done / max(self.total, 1):.0f}%), "
+        return (f"{self.desc}: {self.done:,.0f}/{self.total:,.0f} {self.unit} "
+                f"({100 * self.done / max(self.total, 1):.0f}%), "
                 f"{tqdm.format_interval(elapsed)} elapsed, ETA {tqdm.format_interval(eta) if self.done else '?'}")
 
     def close(self) -> None:

@@ -366,7 +366,8 @@ def build_transreid(
     if name not in BACKBONES:
         raise ConfigError(f"unknown MODEL.TRANSFORMER_TYPE '{name}'; choose one of {sorted(BACKBONES)}")
     return TransReID(
-        BACKBONES[name], img_size, stride, drop_path_rate, drop_rate, attn_drop_rate, camera, view, sie_coe, local_feature
+        BACKBONES[name], img_size, stride, drop_path_rate, drop_rate, attn_drop_rate, camera, view, sie_coe,
+        local_feature
     )
 
 
