@@ -1,11 +1,11 @@
 """Train TSD (or the ViT baseline) from a yacs config.
 
     .venv/bin/python train.py --config_file configs/OCC_Duke/vit_base.yml [KEY VALUE ...]
-    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume   # continue from OUTPUT_DIR/last.pth
-    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume --allow-config-change \
-  # e.g. another SOLVER.BASE_LR
-    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --overwrite \
-  # start over where a run was (deletes its checkpoints)
+    # continue from OUTPUT_DIR/last.pth; with changed keys (e.g. another SOLVER.BASE_LR):
+    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume
+    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume --allow-config-change
+    # start over where a run was (deletes its checkpoints)
+    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --overwrite
     .venv/bin/torchrun --nproc_per_node 2 train.py --config_file ...
 """
 from __future__ import annotations

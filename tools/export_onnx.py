@@ -4,16 +4,16 @@
     .venv/bin/python tools/export_onnx.py [--output model.onnx] [--images DIR] [--opset N] \\
         TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
-The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
-checkpoint without one). Writes the evaluation model — normalised images (B, 3, H, W) at \
-``INPUT.SIZE_TEST`` -> ``features``
-(B, 1+P, C) after the BNNecks and ``visibility`` (B, 1+P), the flip of ``TEST.FLIP_FEATS`` included —
-with a dynamic batch axis, as one self-contained file (default: ``TEST.WEIGHT`` with ``.onnx``). The
-file's metadata (``tsd.*``: input size, pixel mean / std, flip, feature norm, token names) says how to
-feed it. Then runs the file in onnxruntime next to PyTorch, on the images under ``--images`` (through
-the evaluation transform) or else on random batches of two sizes, and stops with an error unless the
-features agree within ``--atol`` (default 1e-4, max abs) and the visibilities are identical (parts whose
-PyTorch logit lies within 1e-4 of the threshold may differ; they are counted in the log line).
+The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a checkpoint
+without one). Writes the evaluation model — normalised images (B, 3, H, W) at ``INPUT.SIZE_TEST`` ->
+``features`` (B, 1+P, C) after the BNNecks and ``visibility`` (B, 1+P), the flip of ``TEST.FLIP_FEATS``
+included — with a dynamic batch axis, as one self-contained file (default: ``TEST.WEIGHT`` with
+``.onnx``). The file's metadata (``tsd.*``: input size, pixel mean / std, flip, feature norm, token
+names) says how to feed it. Then runs the file in onnxruntime next to PyTorch, on the images under
+``--images`` (through the evaluation transform) or else on random batches of two sizes, and stops with
+an error unless the features agree within ``--atol`` (default 1e-4, max abs) and the visibilities are
+identical (parts whose PyTorch logit lies within 1e-4 of the threshold may differ; they are counted in
+the log line).
 
 Export runs on the CPU. Needs the optional packages: ``.venv/bin/pip install -r requirements-export.txt``.
 """

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Draw where each part query of the TSD student decoder looks (as the original code's vis_attn).
 
-    .venv/bin/python tools/vis_attn.py [--num 16] [--images DIR] [--out DIR] \
-TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    .venv/bin/python tools/vis_attn.py [--num 16] [--images DIR] [--out DIR] \\
+        TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
 The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
 checkpoint without one). For the first ``--num`` query images of the configured data set (or of the

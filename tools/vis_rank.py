@@ -1,22 +1,22 @@
 #!/usr/bin/env python
 """Draw the top-K gallery of query images under the configured evaluation protocol.
 
-    .venv/bin/python tools/vis_rank.py [--num-queries 8] [--topk 10] [--out DIR] \
-TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    .venv/bin/python tools/vis_rank.py [--num-queries 8] [--topk 10] [--out DIR] \\
+        TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
-The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
-checkpoint without one; ``KEY VALUE`` pairs override it, e.g. ``DATASETS.NAMES new_occ_duke
-TEST.NEW_METRIC True``). Evaluates the val set (query + gallery) exactly like ``test.py`` — same features, \
-visibility-weighted
-part distance and protocol (``TEST.NEW_METRIC``, ``TEST.RE_RANKING``, ``TEST.FLIP_FEATS``) — logs the
-metrics, and for ``--num-queries`` queries (half rank-1 failures, half successes, spread over the
-query list) writes ``<out>/<nnn>_<query name>.png``: the query (blue frame) and its top-K gallery
-images with green (same identity) / red (other identity) frames, their distances to the query ``d``
-(lower = closer), and a strip of per-part visibility squares under each image (for 'five' H A T L F:
-head, arm, torso, leg, feet; coloured = predicted visible, used in the distance; grey = hidden). A
-legend at the bottom of every picture says the same. Gallery images the protocol removes for that query
-(same identity and camera; on the new benchmark also the ignored occlusion labels) are skipped, as in
-the evaluation. ``ranking.json`` lists the drawn rankings. ``<out>`` defaults to ``OUTPUT_DIR/vis_rank``.
+The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a checkpoint
+without one; ``KEY VALUE`` pairs override it, e.g. ``DATASETS.NAMES new_occ_duke TEST.NEW_METRIC
+True``). Evaluates the val set (query + gallery) exactly like ``test.py`` — same features,
+visibility-weighted part distance and protocol (``TEST.NEW_METRIC``, ``TEST.RE_RANKING``,
+``TEST.FLIP_FEATS``) — logs the metrics, and for ``--num-queries`` queries (half rank-1 failures, half
+successes, spread over the query list) writes ``<out>/<nnn>_<query name>.png``: the query (blue frame)
+and its top-K gallery images with green (same identity) / red (other identity) frames, their distances
+to the query ``d`` (lower = closer), and a strip of per-part visibility squares under each image (for
+'five' H A T L F: head, arm, torso, leg, feet; coloured = predicted visible, used in the distance; grey
+= hidden). A legend at the bottom of every picture says the same. Gallery images the protocol removes
+for that query (same identity and camera; on the new benchmark also the ignored occlusion labels) are
+skipped, as in the evaluation. ``ranking.json`` lists the drawn rankings. ``<out>`` defaults to
+``OUTPUT_DIR/vis_rank``.
 """
 from __future__ import annotations
 
