@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from config import parts
+from config import get_cfg_defaults, parts
 from utils.errors import ConfigError, DataError
 
 from .distance import DEFAULT_CHUNK_SIZE, FeatureBank, pair_distance, part_distance, query_gallery_distance
@@ -33,7 +33,15 @@ from .protocols import PROTOCOLS, ignored_entries, per_token_results
 from .rank import evaluate_rankings
 from .rerank import k_reciprocal_rerank
 
-DEFAULT_RERANK_PARAMS = {"k1": 20, "k2": 6, "lambda_value": 0.3}
+
+def rerank_params(cfg: CfgNode) -> dict[str, int | float]:
+    """The k-reciprocal parameters of ``cfg.TEST`` (RE_RANKING_K1 / K2 / LAMBDA) by the names of
+    :func:`evaluation.rerank.k_reciprocal_rerank`."""
+    return {"k1": cfg.TEST.RE_RANKING_K1, "k2": cfg.TEST.RE_RANKING_K2, "lambda_value": cfg.TEST.RE_RANKING_LAMBDA}
+
+
+# The defaults have one owner, config/defaults.py (an evaluator built without a config uses them too).
+DEFAULT_RERANK_PARAMS = rerank_params(get_cfg_defaults())
 
 IdLike = torch.Tensor | np.ndarray | Sequence[int]
 
@@ -98,11 +106,7 @@ class ReidEvaluator:
             feat_norm=cfg.TEST.FEAT_NORM == "yes",
             protocol="new" if cfg.TEST.NEW_METRIC else "standard",
             reranking=cfg.TEST.RE_RANKING,
-            rerank_params={
-                "k1": cfg.TEST.RE_RANKING_K1,
-                "k2": cfg.TEST.RE_RANKING_K2,
-                "lambda_value": cfg.TEST.RE_RANKING_LAMBDA,
-            },
+            rerank_params=rerank_params(cfg),
             token_names=parts.token_names(cfg.MODEL.ARCH, cfg.INPUT.MASK_PREPROCESS) if cfg.TEST.PER_PART else None,
         )
 

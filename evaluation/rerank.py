@@ -36,6 +36,8 @@ import torch
 
 from utils.progress import Progress
 
+from .distance import DEFAULT_CHUNK_SIZE
+
 # rows [i0, i1) and columns [j0, N) of the symmetric (N, N) distance -> (i1 - i0, N - j0) float tensor
 BlockDistance = Callable[[int, int, int], torch.Tensor]
 # distance of the pairs (a[m], b[m]) -> (M,) float tensor
@@ -47,17 +49,18 @@ def k_reciprocal_rerank(
     pair_distance: PairDistance,
     num_query: int,
     num_all: int,
-    k1: int = 20,
-    k2: int = 6,
-    lambda_value: float = 0.3,
-    chunk_size: int = 1 << 23,
+    k1: int,
+    k2: int,
+    lambda_value: float,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
     """Re-ranked query-to-gallery distance (Q, G) float32.
 
     Images 0..num_query-1 are the queries, the rest (up to ``num_all``) the gallery; ``block_distance``
     (rows i0:i1, columns j0:N; only j0 = i0 is asked for) and ``pair_distance`` give the original,
-    symmetric distance between any two of them (config keys TEST.RE_RANKING_K1 / K2 / LAMBDA: k1, k2 >= 1
-    and 0 <= lambda_value <= 1, checked by the config validator).
+    symmetric distance between any two of them. ``k1``, ``k2``, ``lambda_value``: config keys
+    TEST.RE_RANKING_K1 / K2 / LAMBDA (defaults 20 / 6 / 0.3, Zhong et al.'s; k1, k2 >= 1 and
+    0 <= lambda_value <= 1, checked by the config validator).
     """
     # Each row's expanded set lies almost always among its nearest 4 (k1 + 1) images: keeping their
     # distances from the row pass leaves few pairs for ``pair_distance``.

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evaluation import ReidEvaluator
+from evaluation.reid_evaluation import DEFAULT_RERANK_PARAMS
 from tests.oracles import reference_distance, reference_eval, reference_rerank
 
 DUKE = {"num_query": 2210, "num_gallery": 17661, "gallery_ids": 1110, "query_ids": 519, "cameras": 8}
@@ -96,7 +97,7 @@ def _run_reference(data: dict, reranking: bool) -> tuple[dict, tuple]:
     feats = F.normalize(feats, dim=2, p=2)
     nq = data["num_query"]
     if reranking:
-        distmat = reference_rerank(reference_distance(feats, vis, feats, vis), nq)
+        distmat = reference_rerank(reference_distance(feats, vis, feats, vis), nq, **DEFAULT_RERANK_PARAMS)
     else:
         distmat = reference_distance(feats[:nq], vis[:nq], feats[nq:], vis[nq:])
     pids, camids = pids.numpy(), camids.numpy()
@@ -236,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fraction", type=float, default=1.0, help="fraction of the query/gallery/identity counts")
     parser.add_argument("--dims", type=int, nargs="+", default=[DIM], help="feature widths to measure (e.g. 256 768)")
     parser.add_argument("--reranking", nargs="?", const="yes", default="no", choices=["no", "yes", "both"],
-                        help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3): yes (the bare flag), no, or both")
+                        help="k-reciprocal re-ranking ({}): yes (the bare flag), no, or both".format(
+                            ", ".join(f"{k} {v:g}" for k, v in DEFAULT_RERANK_PARAMS.items())))
     parser.add_argument("--threads", type=int, default=2, help="torch / BLAS threads of each measurement")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the reference algorithm (slow at large sizes)")
