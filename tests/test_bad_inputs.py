@@ -587,6 +587,7 @@ def test_the_payloads_are_live(tmp_path: Path):
     assert (tmp_path / PAYLOAD_MARKER).exists()
 
 
+@pytest.mark.slow
 def test_forked_run_matches_a_real_subprocess(case_folder: Path):
     """The forkserver shortcut reports what a fresh ``python train.py`` reports."""
     case = next(c for c in CASES if c.id == "train_jpegs_damaged_found_by_worker")
@@ -629,6 +630,7 @@ def make_odd(image: Path, kind: str, mask: Path | None) -> None:
 ODD_KINDS = ("grayscale", "tiny", "huge", "mask_full_resolution")
 
 
+@pytest.mark.slow
 def test_odd_but_valid_inputs_train_to_a_checkpoint(case_folder: Path):
     """Grayscale JPEGs, 14 x 6 and 1600 x 640 crops, masks at another resolution than the others (in
     training, query and gallery, a quarter of the files each) train and evaluate without a word."""
@@ -647,6 +649,7 @@ def test_odd_but_valid_inputs_train_to_a_checkpoint(case_folder: Path):
 # ----------------------------------------------------------------------------------------------
 # No run is lost: a rerun into a run's OUTPUT_DIR
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_rerun_into_a_run_is_refused_unless_resumed_or_overwritten(case_folder: Path):
     """train.py without --resume into a folder that holds a run says so in one line and touches nothing;
     --overwrite starts over (deleting the earlier checkpoints); a folder that a training writes right now

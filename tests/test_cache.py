@@ -138,6 +138,7 @@ def test_unwritable_cache_dir_is_a_config_error(synthetic_root, tmp_path):
         open_for(cfg_for(synthetic_root, str(blocker / "cache")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_building_the_cache_changes_no_number_of_the_run(synthetic_root, tmp_path, workers):
     """A run that builds the cache, one that reuses it and one without it end with bitwise-equal

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 import torch
 
 from tests.test_train import DEMO_CFG, REPO
@@ -56,6 +57,7 @@ def torchrun(out: str, root: str, *extra: str, script: str = os.path.join(REPO, 
             "SOLVER.CHECKPOINT_PERIOD", str(EPOCHS), "SOLVER.LOG_PERIOD", "1"]
 
 
+@pytest.mark.slow
 def test_ddp_kill_9_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GLOO_SOCKET_IFNAME": "lo"}
     straight_dir, killed_dir = str(tmp_path / "straight"), str(tmp_path / "killed")

@@ -71,6 +71,7 @@ def images(synthetic_root, tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.mark.slow
 def test_export_has_a_dynamic_batch_and_matches_pytorch(exported, images):
     cfg, model, _, path = exported
     session = onnx_session(path)
@@ -130,6 +131,7 @@ def test_onnx_user_errors(exported, images, synthetic_root, tmp_path):
         _require("no_such_package_xyz")
 
 
+@pytest.mark.slow
 def test_vit_baseline_with_flip_exports(synthetic_root, tmp_path):
     """The baseline (P = 0) with TEST.FLIP_FEATS: the flip average is inside the graph."""
     cfg = tiny_cfg(synthetic_root, "MODEL.ARCH", "vit", "TEST.FLIP_FEATS", "True")

@@ -119,6 +119,7 @@ def test_parse_metrics_resume_and_epoch_lines():
     assert curves == {"loss": [(1.0, 7.0), (2.0, 5.0)], "acc": [(1.0, 0.1), (2.0, 0.3)]} and epochs == 2
 
 
+@pytest.mark.slow
 def test_a_real_run_is_read_from_metrics_jsonl_and_an_old_one_from_its_log(real_run, tmp_path):
     """The curves come from metrics.jsonl, no log line is parsed; a run written before metrics.jsonl (its
     train_log.txt alone) still gives its curves, at the same points: with one log line per epoch the log's
@@ -139,6 +140,7 @@ def test_a_real_run_is_read_from_metrics_jsonl_and_an_old_one_from_its_log(real_
         assert [v for _, v in old_run.curves[name]] == pytest.approx([v for _, v in points], abs=5e-4, rel=5e-3), name
 
 
+@pytest.mark.slow
 def test_table_and_curves_of_a_real_run_and_fake_ones(real_run, fake_runs, tmp_path, capsys):
     out = tmp_path / "summary"
     assert tool.main([real_run, fake_runs["going"], fake_runs["tested"], "--out", str(out)]) == 0
@@ -235,6 +237,7 @@ def seeded_run(root, name: str, arch: str, seed: int, val_map: float, tests: dic
     return str(run)
 
 
+@pytest.mark.slow
 def test_several_folders_skip_those_that_are_not_runs(fake_runs, tmp_path, capsys):
     """`summarize_runs.py logs/demo/*` meets the data cache, the summary folder itself and stray files."""
     cache = tmp_path / "data_cache" / "occ_duke_0123"

@@ -94,6 +94,7 @@ def test_attention_and_visibility_match_the_model(tiny, synthetic_root):
     torch.testing.assert_close(maps.sum(dim=(2, 3)), torch.ones(4, model.num_parts + 1))
 
 
+@pytest.mark.slow
 def test_vis_attn_writes_one_png_per_image_and_the_true_visibilities(tiny, synthetic_root, tmp_path):
     cfg, model, weight = tiny
     assert vis_attn.main(["--config_file", CONFIG, "--num", "3",
@@ -114,6 +115,7 @@ def test_vis_attn_writes_one_png_per_image_and_the_true_visibilities(tiny, synth
     assert (want > 0.5).any() and (want < 0.5).any()  # the check above tells parts apart
 
 
+@pytest.mark.slow
 def test_vis_attn_own_images_and_baseline_refused(tiny, synthetic_root, tmp_path):
     _, _, weight = tiny
     folder = tmp_path / "mine"
@@ -151,6 +153,7 @@ def test_ranked_gallery_skips_removed_entries_stably():
             == [True, True, False, False])
 
 
+@pytest.mark.slow
 def test_vis_rank_draws_the_evaluator_ranking(tiny, synthetic_root, tmp_path):
     cfg, model, weight = tiny
     args = ["--config_file", CONFIG, "--num-queries", "4", "--topk", "5",
@@ -274,6 +277,7 @@ def test_extract_features_user_errors(tiny, synthetic_root, own_images, tmp_path
         extract_tool.main(["--config_file", CONFIG, "--images", images, "TEST.WEIGHT", weight, "--topk", "3"])
 
 
+@pytest.mark.slow
 def test_tools_read_the_run_config_beside_the_weight(tiny, synthetic_root, own_images, tmp_path, monkeypatch):
     """Without --config_file the tools take the run's config.yaml beside TEST.WEIGHT (or beside --onnx);
     extract_features writes into logs/features/<images folder> of the current folder, not the run's."""
@@ -303,6 +307,7 @@ def test_tools_read_the_run_config_beside_the_weight(tiny, synthetic_root, own_i
         vis_rank.main([])
 
 
+@pytest.mark.slow
 def test_scripts_run_from_the_repo_root_and_print_one_error_line(tmp_path):
     """As a script: repo root importable, run_main turns the missing checkpoint into one stderr line."""
     proc = subprocess.run(

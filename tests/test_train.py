@@ -48,6 +48,7 @@ class StopAfter(HookBase):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_identical(synthetic_root, tmp_path):
     straight = run_training(tiny_cfg(synthetic_root, str(tmp_path / "straight")))
     cfg = tiny_cfg(synthetic_root, str(tmp_path / "resumed"))
@@ -66,6 +67,7 @@ def test_resume_is_bitwise_identical(synthetic_root, tmp_path):
         assert all(torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])) for k in sa[i]), i
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_and_writes_reference_checkpoints(synthetic_root, tmp_path):
     out = tmp_path / "run"
     cfg = tiny_cfg(synthetic_root, str(out), "SOLVER.MAX_EPOCHS", "6", "SOLVER.EVAL_PERIOD", "6")
@@ -121,6 +123,7 @@ def test_non_finite_losses_are_skipped_then_abort(synthetic_root, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the finite steps did train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("new_metric", [False, True])
 def test_test_py_evaluates_a_training_checkpoint(synthetic_root, tmp_path, new_metric):
     from model import make_model
@@ -142,6 +145,7 @@ def test_test_py_evaluates_a_training_checkpoint(synthetic_root, tmp_path, new_m
     assert "Rank-1" in r.stdout
 
 
+@pytest.mark.slow
 def test_saved_config_round_trip_and_a_one_key_ablation(synthetic_root, tmp_path):
     """train.py with MODEL.NUM_PARTS 3 alone trains the 3-part model (the grouping follows) and writes
     config.yaml; test.py evaluates the checkpoint from TEST.WEIGHT alone (the run's config.yaml: model,
