@@ -1,4 +1,5 @@
-# One-command set-up: `make demo` (train + test on synthetic data) and `make test`.
+# One-command set-up: `make demo` (train + test on synthetic data) and `make test`; `make test-fast` (no
+# `slow` tests) and `make lint` while developing.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +9,7 @@ MASKS_PY   := $(MASKS_VENV)/bin/python
 DEMO_DATA := data/synthetic_small
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test venv clean-demo bench masks masks-venv
+.PHONY: demo test test-fast lint venv clean-demo bench masks masks-venv
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,29 @@ venv: $(VENV)/.installed
 
 test: $(VENV)/.installed-export $(MASKS_VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# Everything but the tests marked `slow` (pyproject.toml): under 2 minutes on 2 cores.
+test-fast: $(VENV)/.installed-export $(MASKS_VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" tests
+
+# ruff (pinned in requirements-dev.txt, a developer tool: not part of requirements.txt), rules in pyproject.toml.
+# It needs none of the training packages, so a missing .venv is created for it alone.
+$(VENV)/.installed-dev: requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+
+# Every benchmark at a small size: a smoke run (about a minute) that each one still runs; the figures in
+# docs/benchmarks.md come from the full sizes (README, Speed).
+bench: $(VENV)/.installed-export
+	$(PY) tools/bench_data.py --slice 400 --samples 128 --rounds 1 --batch 32
+	$(PY) tools/bench_model.py --tiny --iters 3 --warmup 1
+	$(PY) tools/bench_train.py --only-host --host-iters 5
+	$(PY) tools/bench_eval.py --scale 0.05
+	$(PY) tools/bench_export.py --iters 2 --batch 8
 
 demo: $(VENV)/.installed
 	bash tools/demo.sh

@@ -25,9 +25,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from config.run_config import (EVAL_CONFIG_HELP, check_test_weight, eval_config_file, load_eval_cfg,  # noqa: E402
-                               run_config_beside)
-from utils.cli import check_device, check_output_dir, config_argparser, run_main  # noqa: E402
+from config.run_config import EVAL_CONFIG_HELP, check_test_weight, eval_config_file, load_eval_cfg, run_config_beside
+from utils.cli import check_device, check_output_dir, config_argparser, run_main
 
 
 def results_dir(cfg, opts: list[str], config_file: str) -> str:
@@ -49,8 +48,8 @@ def main() -> int:
 
     from datasets import make_test_loader
     from model import make_model
-    from processor.run_folder import check_weight_config
     from processor.inference import evaluate, format_results, results_to_json
+    from processor.run_folder import check_weight_config
     from utils.logger import setup_logger
     from utils.misc import apply_device_id, resolve_device, set_tf32
 

@@ -1,9 +1,11 @@
 """Train TSD (or the ViT baseline) from a yacs config.
 
     .venv/bin/python train.py --config_file configs/OCC_Duke/vit_base.yml [KEY VALUE ...]
-    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume   # continue from OUTPUT_DIR/last.pth
-    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume --allow-config-change   # e.g. another SOLVER.BASE_LR
-    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --overwrite   # start over where a run was (deletes its checkpoints)
+    # continue from OUTPUT_DIR/last.pth; with changed keys (e.g. another SOLVER.BASE_LR):
+    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume
+    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --resume --allow-config-change
+    # start over where a run was (deletes its checkpoints)
+    .venv/bin/python train.py --config_file ... [KEY VALUE ...] --overwrite
     .venv/bin/torchrun --nproc_per_node 2 train.py --config_file ...
 """
 from __future__ import annotations
@@ -14,12 +16,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from config import load_cfg  # noqa: E402
-from config.run_config import CONFIG_FILE  # noqa: E402
-from processor.builder import build_trainer  # noqa: E402
-from processor.run_folder import (ALLOW_CONFIG_CHANGE_FLAG, OVERWRITE_FLAG, RunLock, check_resume_config,  # noqa: E402
-                                  prepare_new_run)
-from utils.cli import check_device, check_output_dir, config_argparser, run_main  # noqa: E402
+from config import load_cfg
+from config.run_config import CONFIG_FILE
+from processor.builder import build_trainer
+from processor.run_folder import ALLOW_CONFIG_CHANGE_FLAG, OVERWRITE_FLAG, RunLock, check_resume_config, prepare_new_run
+from utils.cli import check_device, check_output_dir, config_argparser, run_main
 
 # A config key (``SOLVER.BASE_LR``, ``OUTPUT_DIR``) as opposed to a checkpoint path.
 _CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*")
@@ -70,7 +71,9 @@ def main() -> int:
     check_output_dir(output_dir)
     rank, _ = comm.init_distributed(resolve_device(cfg.MODEL.DEVICE), cfg.SOLVER.DIST_TIMEOUT_MINUTES)
     if not cfg.OUTPUT_DIR:
-        cfg.defrost(); cfg.OUTPUT_DIR = output_dir; cfg.freeze()
+        cfg.defrost()
+        cfg.OUTPUT_DIR = output_dir
+        cfg.freeze()
     # No run is lost: a folder that a training writes now is refused, and one that holds a run only with
     # --resume or --overwrite; checked before the log file, which would append to that run's log.
     lock = RunLock(output_dir).acquire() if rank == 0 else None

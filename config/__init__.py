@@ -2,8 +2,8 @@
 
 Usage (TransReID style)::
 
-    from config import cfg_from_args
-    cfg = cfg_from_args("configs/OCC_Duke/vit_base.yml", ["SOLVER.BASE_LR", "0.004"])
+    from config import load_cfg
+    cfg = load_cfg("configs/OCC_Duke/vit_base.yml", ["SOLVER.BASE_LR", "0.004"])
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import difflib
 import os
 import re
 from ast import literal_eval
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -21,7 +22,7 @@ from utils.errors import ConfigError
 from .defaults import _C
 from .parts import PART_GROUP_SIZES, grouping_for_parts
 
-__all__ = ["get_cfg_defaults", "load_cfg", "cfg_from_args", "validate_cfg", "PART_GROUP_SIZES", "PART_KEYS",
+__all__ = ["get_cfg_defaults", "load_cfg", "validate_cfg", "PART_GROUP_SIZES", "PART_KEYS",
            "grouping_for_parts", "EVAL_IMAGE_LOADERS", "TRUNCATED_IMAGE_POLICIES", "COMPILE_MODES", "VALUE_RANGES"]
 
 BASE_KEY = "_BASE_"
@@ -291,11 +292,6 @@ def load_cfg(config_file: str | None = None, opts: Sequence[str] | None = None, 
     if freeze:
         cfg.freeze()
     return cfg
-
-
-def cfg_from_args(config_file: str | None, opts: Iterable[str] | None = None) -> CN:
-    """Alias of :func:`load_cfg` for entry points (``--config_file`` + positional ``opts``)."""
-    return load_cfg(config_file, list(opts or []))
 
 
 def _choice(cfg: CN, key: str, choices: Iterable[Any]) -> None:

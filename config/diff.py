@@ -5,7 +5,8 @@ the one it is given (resume, ``TEST.WEIGHT``), ``tools/summarize_runs.py`` the c
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import yaml
 

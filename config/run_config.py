@@ -60,13 +60,15 @@ def load_eval_cfg(config_file: str | None, opts: list[str], model_file: str | No
     """Config for evaluating ``TEST.WEIGHT``: :func:`eval_config_file` + overrides, with
     ``MODEL.PRETRAIN_CHOICE none`` (the checkpoint overwrites every backbone weight, so the ImageNet
     file is never needed)."""
-    return load_cfg(eval_config_file(config_file, list(opts), model_file), list(opts) + ["MODEL.PRETRAIN_CHOICE", "none"])
+    return load_cfg(eval_config_file(config_file, list(opts), model_file),
+                    list(opts) + ["MODEL.PRETRAIN_CHOICE", "none"])
 
 
 def check_test_weight(cfg: CfgNode) -> None:
     """Raise a one-line ``CheckpointError`` when ``TEST.WEIGHT`` is empty or not a file."""
     if not cfg.TEST.WEIGHT:
-        raise CheckpointError("no checkpoint given: add TEST.WEIGHT <run folder>/transformer_<epoch>.pth to the command")
+        raise CheckpointError("no checkpoint given: add TEST.WEIGHT <run folder>/transformer_<epoch>.pth "
+                              "to the command")
     _check_weight_file(cfg.TEST.WEIGHT, cfg.MODEL.NAME)
 
 

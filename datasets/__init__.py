@@ -19,8 +19,13 @@ __all__ = ["ImageRecord", "ReIDDataset", "DATASET_FACTORY", "build_dataset"]
 
 if find_spec("torch") is not None:  # absent only in the mask maker's environment
     from .batch import BatchAugment, EvalBatch, TrainBatch
-    from .make_dataloader import (make_batch_transform, make_dataloader, make_test_loader, make_train_loader,
-                                  make_val_loader)
+    from .make_dataloader import (
+        make_batch_transform,
+        make_dataloader,
+        make_test_loader,
+        make_train_loader,
+        make_val_loader,
+    )
     from .preflight import preflight
     from .sampler import RandomIdentitySampler, RandomIdentitySamplerDDP
 

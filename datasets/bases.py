@@ -4,8 +4,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from utils.errors import DataError
 
@@ -13,7 +13,8 @@ __all__ = ["ImageRecord", "ReIDDataset", "FolderSplitsDataset", "list_images", "
            "parse_pid_cam", "SYNTHETIC_HINT"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-SYNTHETIC_HINT = "`.venv/bin/python tools/make_synthetic_data.py --root DIR` writes a synthetic Occluded-Duke with this layout"
+SYNTHETIC_HINT = ("`.venv/bin/python tools/make_synthetic_data.py --root DIR` writes a synthetic Occluded-Duke "
+                  "with this layout")
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def require_dir(path: str, layout: str) -> None:
     """Raise :class:`DataError` naming ``path`` and the expected ``layout`` if it is not a folder."""
     if not os.path.isdir(path):
         raise DataError(f"data folder {path} not found; expected layout: {layout}; point DATASETS.ROOT_DIR at the "
-                        f"folder that holds the data set (relative paths start at the current folder); {SYNTHETIC_HINT}")
+                        "folder that holds the data set (relative paths start at the current folder); "
+                        f"{SYNTHETIC_HINT}")
 
 
 def list_images(folder: str, recursive: bool = False) -> list[str]:

@@ -9,7 +9,8 @@ arrives pinned and ``to(device, non_blocking=True)`` overlaps the copy). Fields 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor
 

@@ -16,7 +16,8 @@ full-resolution soft mask is a gather with an index map.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +157,7 @@ class BatchTrainTransform:
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     @classmethod
-    def from_cfg(cls, cfg, with_masks: bool) -> "BatchTrainTransform":
+    def from_cfg(cls, cfg, with_masks: bool) -> BatchTrainTransform:
         """The transform configured by ``cfg.INPUT`` (masks only if ``with_masks``)."""
         i = cfg.INPUT
         return cls(i.SIZE_TRAIN, i.PIXEL_MEAN, i.PIXEL_STD, i.PADDING, i.MASK_PREPROCESS if with_masks else None,
@@ -203,7 +204,7 @@ class BatchTrainTransform:
         return self._constants[device]
 
     def _soft_masks(self, aug: BatchAugment, row: Tensor, col: Tensor, row_in: Tensor, col_in: Tensor,
-                    erasing: "_Erasing") -> Tensor:
+                    erasing: _Erasing) -> Tensor:
         """(B, P+1, H, W) soft masks: background + softmax of the low-resolution parts, gathered.
 
         Args:

@@ -25,7 +25,7 @@ import os
 import shutil
 import socket
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

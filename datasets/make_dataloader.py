@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import cv2
 import torch
@@ -28,11 +28,37 @@ __all__ = ["TrainSet", "PreparedTrainSet", "EvalSet", "train_collate", "make_bat
            "make_dataloader", "make_test_loader"]
 
 
-class TrainSet(Dataset):
-    """Training samples ``(image (3,H,W), pid, camid, viewid, masks (P+1,H,W) or None)``.
+class _SeededTrainSet(Dataset):
+    """Training samples indexed by ``(index, sample_seed)`` pairs (:class:`datasets.sampler.SeededSampler`):
+    the random augmentation of a sample runs under its own seed, so it is the same whichever process loads
+    it. Subclasses say how a record is read (:meth:`_read`) and augmented (:meth:`_augment`)."""
 
-    Indexed by ``(index, sample_seed)`` pairs (:class:`datasets.sampler.SeededSampler`): the random
-    augmentation of a sample runs under its own seed, so it is the same whichever process loads it.
+    def __init__(self, records: Sequence[ImageRecord]):
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple:
+        index, sample_seed = item
+        rec = self.records[index]
+        image, masks = self._read(index, rec)
+        with _seeded(sample_seed):
+            image, *rest = self._augment(image, masks)
+        return image, rec.pid, rec.camid, rec.viewid, *rest
+
+    def _read(self, index: int, rec: ImageRecord) -> tuple:
+        """``(image, masks or None)`` of one record, before augmentation (no random draws)."""
+        raise NotImplementedError
+
+    def _augment(self, image, masks) -> tuple:
+        """``(image, masks or None, ...)`` after augmentation, under the sample's seed."""
+        raise NotImplementedError
+
+
+class TrainSet(_SeededTrainSet):
+    """Training samples ``(image (3,H,W), pid, camid, viewid, masks (P+1,H,W) or None)`` read from the
+    image (and mask) files, indexed by ``(index, sample_seed)``.
 
     Args:
         records: the training split.
@@ -43,21 +69,15 @@ class TrainSet(Dataset):
 
     def __init__(self, records: Sequence[ImageRecord], transform: TrainTransform, with_masks: bool,
                  truncated: str = "error"):
-        self.records, self.transform, self.with_masks, self.truncated = records, transform, with_masks, truncated
+        super().__init__(records)
+        self.transform, self.with_masks, self.truncated = transform, with_masks, truncated
 
-    def __len__(self) -> int:
-        return len(self.records)
+    def _read(self, index: int, rec: ImageRecord) -> tuple:
+        raw_mask = load_mask(require_mask(rec.path)) if self.with_masks else None
+        return read_image(rec.path, self.truncated), raw_mask
 
-    def __getitem__(self, item: tuple[int, int]):
-        index, sample_seed = item
-        rec = self.records[index]
-        raw_mask = None
-        if self.with_masks:
-            raw_mask = load_mask(require_mask(rec.path))
-        image = read_image(rec.path, self.truncated)
-        with _seeded(sample_seed):
-            image, masks = self.transform(image, raw_mask)
-        return image, rec.pid, rec.camid, rec.viewid, masks
+    def _augment(self, image, masks) -> tuple:
+        return self.transform(image, masks)
 
 
 @contextlib.contextmanager
@@ -73,7 +93,7 @@ def _seeded(sample_seed: int) -> Iterator[None]:
         yield
 
 
-class PreparedTrainSet(Dataset):
+class PreparedTrainSet(_SeededTrainSet):
     """Training samples from decoded (``source``) images and grouped masks: the cached and the batched paths.
 
     Indexed by ``(index, sample_seed)`` like :class:`TrainSet`, and the same augmentation draws. With
@@ -91,20 +111,16 @@ class PreparedTrainSet(Dataset):
                  params: AugmentParams | None = None):
         if (transform is None) == (params is None):
             raise ValueError("give exactly one of transform and params")
-        self.records, self.source, self.transform, self.params = records, source, transform, params
+        super().__init__(records)
+        self.source, self.transform, self.params = source, transform, params
 
-    def __len__(self) -> int:
-        return len(self.records)
+    def _read(self, index: int, rec: ImageRecord) -> tuple:
+        return self.source[index]
 
-    def __getitem__(self, item: tuple[int, int]):
-        index, sample_seed = item
-        rec = self.records[index]
-        image, parts = self.source[index]
-        with _seeded(sample_seed):
-            if self.params is not None:
-                return image, rec.pid, rec.camid, rec.viewid, parts, self.params()
-            image, masks = self.transform.augment(image, parts)
-        return image, rec.pid, rec.camid, rec.viewid, masks
+    def _augment(self, image, masks) -> tuple:
+        if self.params is not None:  # drawn here, applied to the whole batch after the transfer
+            return image, masks, self.params()
+        return self.transform.augment(image, masks)
 
 
 class EvalSet(Dataset):

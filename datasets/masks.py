@@ -12,7 +12,7 @@ no torch), re-exported here.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

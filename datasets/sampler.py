@@ -3,7 +3,7 @@ wrapper that attaches a per-sample augmentation seed to any sampler."""
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler

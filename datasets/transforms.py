@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -245,7 +246,7 @@ class TrainTransform:
         ])
 
     @classmethod
-    def from_cfg(cls, cfg, with_masks: bool) -> "TrainTransform":
+    def from_cfg(cls, cfg, with_masks: bool) -> TrainTransform:
         """The transform configured by ``cfg.INPUT`` (masks only if ``with_masks``)."""
         i = cfg.INPUT
         return cls(i.SIZE_TRAIN, i.PIXEL_MEAN, i.PIXEL_STD, i.PROB, i.PADDING, i.RE_PROB,

@@ -17,8 +17,8 @@ about 4·B float32 of distance buffers plus a gallery buffer of at most B floats
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class PartFeatures:
     binary: bool
 
     @classmethod
-    def build(cls, feats: torch.Tensor, vis: torch.Tensor, normalize: bool, binary: Optional[bool] = None) -> "PartFeatures":
+    def build(cls, feats: torch.Tensor, vis: torch.Tensor, normalize: bool, binary: bool | None = None) -> PartFeatures:
         """Wrap (N, T, C) features and (N, T) visibilities. ``normalize`` L2-normalises every token
         **in place** (bitwise ``F.normalize(feats, dim=2)``), so pass a tensor you own."""
         if normalize:
@@ -59,11 +59,11 @@ class PartFeatures:
     def __len__(self) -> int:
         return self.feats.shape[0]
 
-    def rows(self, start: int, stop: int, out: Optional[torch.Tensor] = None) -> "PartFeatures":
+    def rows(self, start: int, stop: int, out: torch.Tensor | None = None) -> PartFeatures:
         """Rows ``[start, stop)`` as views (``out`` is ignored: nothing needs copying)."""
         return PartFeatures(self.feats[start:stop], self.vis[start:stop], self.sq_norms[start:stop], self.binary)
 
-    def take(self, index: torch.Tensor) -> "PartFeatures":
+    def take(self, index: torch.Tensor) -> PartFeatures:
         """The rows ``index`` (a copy)."""
         return PartFeatures(self.feats[index], self.vis[index], self.sq_norms[index], self.binary)
 
@@ -87,13 +87,13 @@ class FeatureBank:
     def __len__(self) -> int:
         return self._stop - self._start
 
-    def subset(self, start: int, stop: int) -> "FeatureBank":
+    def subset(self, start: int, stop: int) -> FeatureBank:
         """Rows ``[start, stop)`` as a bank sharing this one's data."""
         view = copy.copy(self)
         view._start, view._stop = self._start + start, self._start + stop
         return view
 
-    def rows(self, start: int, stop: int, out: Optional[torch.Tensor] = None) -> PartFeatures:
+    def rows(self, start: int, stop: int, out: torch.Tensor | None = None) -> PartFeatures:
         """Rows ``[start, stop)`` (normalised if configured), written into ``out`` (at least
         ``stop - start`` rows) or a new tensor."""
         start, stop = self._start + start, self._start + stop
@@ -118,7 +118,7 @@ class FeatureBank:
         return PartFeatures.build(feats, self._vis[index], self.normalize, self.binary)
 
 
-RowSource = Union[PartFeatures, FeatureBank]
+RowSource = PartFeatures | FeatureBank
 
 
 # BLAS picks another kernel (another summation order) for GEMMs with fewer rows: a token seen by fewer
@@ -141,8 +141,8 @@ class _TokenPlan:
     p: int
     feats: torch.Tensor
     sq_norms: torch.Tensor
-    vis: Optional[torch.Tensor]
-    runs: Optional[list[tuple[int, int, int]]]
+    vis: torch.Tensor | None
+    runs: list[tuple[int, int, int]] | None
 
 
 def _plan_tokens(query: PartFeatures) -> tuple[torch.Tensor, list[_TokenPlan]]:
@@ -245,8 +245,8 @@ def part_distance(
 
 
 def query_gallery_distance(
-    feats: Union[torch.Tensor, Sequence[torch.Tensor]],
-    vis: Union[torch.Tensor, Sequence[torch.Tensor]],
+    feats: torch.Tensor | Sequence[torch.Tensor],
+    vis: torch.Tensor | Sequence[torch.Tensor],
     num_query: int,
     feat_norm: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -260,7 +260,9 @@ def query_gallery_distance(
     return part_distance(bank.rows(0, num_query), bank.subset(num_query, len(bank)), chunk_size)
 
 
-def pair_distance(feats: RowSource, a: torch.Tensor, b: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+def pair_distance(
+    feats: RowSource, a: torch.Tensor, b: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> torch.Tensor:
     """Part distance of the image pairs ``(a[m], b[m])`` → (M,) float32 (same formula as
     :func:`part_distance`, evaluated per pair; equal to it up to float32 rounding)."""
     first = feats.take(a[:1])

@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -27,7 +27,7 @@ HOLISTIC_LABEL = 3
 NEW_PROTOCOL_IGNORED = {"all": (0,), "npo": (0, 1), "ntp": (0, 2)}
 
 
-def ignored_entries(protocol: str, g_labels: Optional[torch.Tensor], num_g: int) -> dict[str, torch.Tensor]:
+def ignored_entries(protocol: str, g_labels: torch.Tensor | None, num_g: int) -> dict[str, torch.Tensor]:
     """Same-identity gallery entries removed besides the same-camera ones: ``{split: (G,) bool}``.
 
     ``g_labels`` (G,) are the gallery occlusion labels (None when the data set has none)."""
@@ -35,7 +35,8 @@ def ignored_entries(protocol: str, g_labels: Optional[torch.Tensor], num_g: int)
         return {"all": torch.zeros(num_g, dtype=torch.bool)}
     if g_labels is None:
         raise ConfigError(
-            "TEST.NEW_METRIC needs gallery occlusion labels: use DATASETS.NAMES 'new_occ_duke' or set TEST.NEW_METRIC False"
+            "TEST.NEW_METRIC needs gallery occlusion labels: use DATASETS.NAMES 'new_occ_duke' "
+            "or set TEST.NEW_METRIC False"
         )
     return {
         name: torch.isin(g_labels, torch.tensor((HOLISTIC_LABEL, *labels)))

@@ -9,7 +9,7 @@ sorted int32 copy of ``chunk_size / 4`` distances.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch

@@ -19,13 +19,13 @@ and a (Q, G) float32 matrix 3.8 GB.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from config import parts
+from config import get_cfg_defaults, parts
 from utils.errors import ConfigError, DataError
 
 from .distance import DEFAULT_CHUNK_SIZE, FeatureBank, pair_distance, part_distance, query_gallery_distance
@@ -33,9 +33,17 @@ from .protocols import PROTOCOLS, ignored_entries, per_token_results
 from .rank import evaluate_rankings
 from .rerank import k_reciprocal_rerank
 
-DEFAULT_RERANK_PARAMS = {"k1": 20, "k2": 6, "lambda_value": 0.3}
 
-IdLike = Union[torch.Tensor, np.ndarray, Sequence[int]]
+def rerank_params(cfg: CfgNode) -> dict[str, int | float]:
+    """The k-reciprocal parameters of ``cfg.TEST`` (RE_RANKING_K1 / K2 / LAMBDA) by the names of
+    :func:`evaluation.rerank.k_reciprocal_rerank`."""
+    return {"k1": cfg.TEST.RE_RANKING_K1, "k2": cfg.TEST.RE_RANKING_K2, "lambda_value": cfg.TEST.RE_RANKING_LAMBDA}
+
+
+# The defaults have one owner, config/defaults.py (an evaluator built without a config uses them too).
+DEFAULT_RERANK_PARAMS = rerank_params(get_cfg_defaults())
+
+IdLike = torch.Tensor | np.ndarray | Sequence[int]
 
 
 def _as_long(values: IdLike) -> torch.Tensor:
@@ -68,9 +76,9 @@ class ReidEvaluator:
         feat_norm: bool = True,
         protocol: str = "standard",
         reranking: bool = False,
-        rerank_params: Optional[Mapping[str, Union[int, float]]] = None,
+        rerank_params: Mapping[str, int | float] | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-        token_names: Optional[Sequence[str]] = None,
+        token_names: Sequence[str] | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ConfigError(f"unknown evaluation protocol {protocol!r}: use one of {PROTOCOLS}")
@@ -88,7 +96,7 @@ class ReidEvaluator:
         self.reset()
 
     @classmethod
-    def from_cfg(cls, cfg: CfgNode, num_query: int) -> "ReidEvaluator":
+    def from_cfg(cls, cfg: CfgNode, num_query: int) -> ReidEvaluator:
         """Evaluator configured by ``cfg.TEST`` (FEAT_NORM, NEW_METRIC, RE_RANKING, RE_RANKING_K1/K2/LAMBDA,
         PER_PART). With PER_PART the per-token rows are named after the model's tokens
         (:func:`config.parts.token_names` of ``MODEL.ARCH`` and ``INPUT.MASK_PREPROCESS``: ``global``,
@@ -98,11 +106,7 @@ class ReidEvaluator:
             feat_norm=cfg.TEST.FEAT_NORM == "yes",
             protocol="new" if cfg.TEST.NEW_METRIC else "standard",
             reranking=cfg.TEST.RE_RANKING,
-            rerank_params={
-                "k1": cfg.TEST.RE_RANKING_K1,
-                "k2": cfg.TEST.RE_RANKING_K2,
-                "lambda_value": cfg.TEST.RE_RANKING_LAMBDA,
-            },
+            rerank_params=rerank_params(cfg),
             token_names=parts.token_names(cfg.MODEL.ARCH, cfg.INPUT.MASK_PREPROCESS) if cfg.TEST.PER_PART else None,
         )
 
@@ -112,15 +116,15 @@ class ReidEvaluator:
         self._vis: list[torch.Tensor] = []
         self._pids: list[torch.Tensor] = []
         self._camids: list[torch.Tensor] = []
-        self._occ: list[Optional[torch.Tensor]] = []
+        self._occ: list[torch.Tensor | None] = []
 
     def update(
         self,
         feats: torch.Tensor,
-        vis: Optional[torch.Tensor],
+        vis: torch.Tensor | None,
         pids: IdLike,
         camids: IdLike,
-        occ_labels: Optional[IdLike] = None,
+        occ_labels: IdLike | None = None,
     ) -> None:
         """Add a batch: ``feats`` (B, 1+P, C) or (B, C), ``vis`` (B, 1+P) or None (all visible),
         identities, cameras and (new protocol) gallery occlusion labels, each B values."""
@@ -131,7 +135,8 @@ class ReidEvaluator:
         ids = [_as_long(v) for v in (pids, camids)] + [None if occ_labels is None else _as_long(occ_labels)]
         if feats.dim() != 3 or vis.shape != feats.shape[:2] or any(v is not None and len(v) != len(feats) for v in ids):
             raise ValueError(
-                f"batch shapes do not fit: features {tuple(feats.shape)} (B, T, C), visibility {tuple(vis.shape)} (B, T), "
+                f"batch shapes do not fit: features {tuple(feats.shape)} (B, T, C), "
+                f"visibility {tuple(vis.shape)} (B, T), "
                 f"ids {[None if v is None else len(v) for v in ids]} (B each)"
             )
         self._feats.append(feats)
@@ -140,12 +145,13 @@ class ReidEvaluator:
         self._camids.append(ids[1])
         self._occ.append(ids[2])
 
-    def compute(self, return_distmat: bool = False) -> Union[dict, tuple[dict, torch.Tensor]]:
+    def compute(self, return_distmat: bool = False) -> dict | tuple[dict, torch.Tensor]:
         """Evaluate → ``{name: result}`` (see :func:`evaluate_rankings`), plus the (Q, G) distance
         (re-ranked if enabled) when ``return_distmat``."""
         num_all = sum(f.shape[0] for f in self._feats)
         if not 0 < self.num_query < num_all:
-            raise DataError(f"evaluation got {num_all} images for {self.num_query} queries: the query or gallery set is empty")
+            raise DataError(f"evaluation got {num_all} images for {self.num_query} queries: "
+                            "the query or gallery set is empty")
         pids, camids = torch.cat(self._pids), torch.cat(self._camids)
         q, g = slice(None, self.num_query), slice(self.num_query, None)
         g_labels = None if any(o is None for o in self._occ) else torch.cat(self._occ)[g]
@@ -165,7 +171,8 @@ class ReidEvaluator:
             )
         else:
             distmat = query_gallery_distance(self._feats, self._vis, self.num_query, self.feat_norm, self.chunk_size)
-        results = evaluate_rankings(distmat, pids[q], pids[g], camids[q], camids[g], ignored, self.max_rank, self.chunk_size)
+        results = evaluate_rankings(distmat, pids[q], pids[g], camids[q], camids[g], ignored, self.max_rank,
+                                    self.chunk_size)
         if not return_distmat:
             del distmat  # per-token metrics need a (Q, G) matrix of their own
         if self.token_names is not None:

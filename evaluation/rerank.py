@@ -27,14 +27,16 @@ Differences from the reference, none of which changes the algorithm:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from utils.progress import Progress
+
+from .distance import DEFAULT_CHUNK_SIZE
 
 # rows [i0, i1) and columns [j0, N) of the symmetric (N, N) distance -> (i1 - i0, N - j0) float tensor
 BlockDistance = Callable[[int, int, int], torch.Tensor]
@@ -47,17 +49,18 @@ def k_reciprocal_rerank(
     pair_distance: PairDistance,
     num_query: int,
     num_all: int,
-    k1: int = 20,
-    k2: int = 6,
-    lambda_value: float = 0.3,
-    chunk_size: int = 1 << 23,
+    k1: int,
+    k2: int,
+    lambda_value: float,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
     """Re-ranked query-to-gallery distance (Q, G) float32.
 
     Images 0..num_query-1 are the queries, the rest (up to ``num_all``) the gallery; ``block_distance``
     (rows i0:i1, columns j0:N; only j0 = i0 is asked for) and ``pair_distance`` give the original,
-    symmetric distance between any two of them (config keys TEST.RE_RANKING_K1 / K2 / LAMBDA: k1, k2 >= 1
-    and 0 <= lambda_value <= 1, checked by the config validator).
+    symmetric distance between any two of them. ``k1``, ``k2``, ``lambda_value``: config keys
+    TEST.RE_RANKING_K1 / K2 / LAMBDA (defaults 20 / 6 / 0.3, Zhong et al.'s; k1, k2 >= 1 and
+    0 <= lambda_value <= 1, checked by the config validator).
     """
     # Each row's expanded set lies almost always among its nearest 4 (k1 + 1) images: keeping their
     # distances from the row pass leaves few pairs for ``pair_distance``.
@@ -96,7 +99,7 @@ def _nearest(block_distance: BlockDistance, num_query: int, num_all: int, num_ne
     its nearest images among I. Running lists per row are merged with ``torch.topk``; a row is
     complete once its own block is done. Half the GEMMs and elementwise work of a full row pass."""
     step = max(1, chunk_size // num_all, min(MIN_BLOCK_ROWS, num_all))
-    best: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    best: tuple[torch.Tensor, torch.Tensor] | None = None
     row_max = original = None
     # work of a block ~ its pairs: the first blocks of the triangle are the widest
     pairs = sum((min(i0 + step, num_all) - i0) * (num_all - i0) for i0 in range(0, num_all, step)) / 1e6

@@ -6,7 +6,7 @@ mask grouping, input size, fore head, SIE), all in one ``CheckpointError`` line.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -83,7 +83,8 @@ def _config_hints(own: Mapping[str, torch.Tensor], ckpt: Mapping[str, torch.Tens
     depth = {_num_blocks(own), _num_blocks(ckpt)}
     if len(depth) > 1:
         names = [n for n, s in BACKBONES.items() if s.embed_dim == width and s.depth == _num_blocks(ckpt)]
-        hints.append(f"it has a {_num_blocks(ckpt)}-block backbone: set MODEL.TRANSFORMER_TYPE {' or '.join(names) or '?'}")
+        hints.append(f"it has a {_num_blocks(ckpt)}-block backbone: "
+                     f"set MODEL.TRANSFORMER_TYPE {' or '.join(names) or '?'}")
     q = "query_embedding.weight"
     if q in ckpt and q not in own:
         hints.append("it is a TSD checkpoint: set MODEL.ARCH tsd")
@@ -99,7 +100,8 @@ def _config_hints(own: Mapping[str, torch.Tensor], ckpt: Mapping[str, torch.Tens
         )
     if "base.pos_embed" in ckpt and ckpt["base.pos_embed"].shape != own["base.pos_embed"].shape:
         hints.append(
-            f"it has {ckpt['base.pos_embed'].shape[1] - 1} patch tokens, the model {own['base.pos_embed'].shape[1] - 1}: "
+            f"it has {ckpt['base.pos_embed'].shape[1] - 1} patch tokens, "
+            f"the model {own['base.pos_embed'].shape[1] - 1}: "
             "set INPUT.SIZE_TRAIN / MODEL.STRIDE_SIZE to the training values"
         )
     fg = "bottleneck_fg.weight"

@@ -70,7 +70,8 @@ class FFN(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(inplace=True)), nn.Linear(hidden_dim, dim))
+        self.layers = nn.Sequential(nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(inplace=True)),
+                                    nn.Linear(hidden_dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., C) -> (..., C)."""

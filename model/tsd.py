@@ -95,7 +95,8 @@ class ViTReID(nn.Module):
             eval: ``(features (B, 1, C) after the BNNeck, visibility ones (B, 1))``.
         """
         if return_attn:
-            raise ConfigError("MODEL.ARCH vit has no part decoder, so there is no attention to return; use MODEL.ARCH tsd")
+            raise ConfigError("MODEL.ARCH vit has no part decoder, so there is no attention to return; "
+                              "use MODEL.ARCH tsd")
         feat = self.encode(x, cam_label, view_label)[1][:, 0]
         feat_bn = self.bottleneck(feat)
         if self.training:

@@ -18,7 +18,6 @@ import datetime
 import json
 import math
 import os
-from typing import Any
 
 import torch
 
@@ -189,7 +188,8 @@ class ConsoleWriter(EventWriter):
         eta = datetime.timedelta(seconds=int(s.get("eta_seconds", 0)))
         get_logger().info(
             f"Epoch[{storage.epoch}] Iter[{storage.iter + 1}/{storage.iters_per_epoch}] loss: {s['loss/total']:.3f} "
-            f"{terms} acc: {s.get('acc', nan):.3f} lr: {s.get('lr', nan):.2e} {s.get('img_s', nan):.1f} img/s eta: {eta}")
+            f"{terms} acc: {s.get('acc', nan):.3f} lr: {s.get('lr', nan):.2e} {s.get('img_s', nan):.1f} img/s "
+            f"eta: {eta}")
 
 
 def _finite_or_none(v: float) -> float | None:

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -155,7 +155,7 @@ def file_metadata(session) -> dict:
     return {k[len(METADATA_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(METADATA_PREFIX)}
 
 
-def load_onnx_model(path: str, cfg: CfgNode) -> "OnnxModel":
+def load_onnx_model(path: str, cfg: CfgNode) -> OnnxModel:
     """The exported model at ``path`` as an :class:`OnnxModel`, checked against the config that feeds it.
 
     Raises:

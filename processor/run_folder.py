@@ -176,7 +176,7 @@ class RunLock:
         self.path = os.path.join(folder, LOCK_FILE)
         self._file = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock (rank 0 of a run).
 
         Raises:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ class HookBase:
     tensors, numbers, strings, lists and dicts.
     """
 
-    trainer: "Trainer"
+    trainer: Trainer
 
     def before_train(self) -> None: ...
     def before_epoch(self) -> None: ...
@@ -162,7 +162,8 @@ class Trainer:
         """Run the remaining epochs, calling the hooks."""
         self.storage.begin_epoch(self.start_epoch)  # writers open at the run's first epoch (a resume's too)
         self._call("before_train")
-        for self.epoch in range(self.start_epoch, self.max_epochs + 1):
+        for epoch in range(self.start_epoch, self.max_epochs + 1):
+            self.epoch = epoch  # hooks read the trainer's epoch and iteration
             self.scheduler.step(self.epoch)
             # DDP identity sampler: a different (but rank-consistent) plan every epoch.
             set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
@@ -171,7 +172,8 @@ class Trainer:
             self.model.train()
             self.storage.begin_epoch(self.epoch)
             self._call("before_epoch")
-            for self.iter, batch in enumerate(self.train_loader):
+            for it, batch in enumerate(self.train_loader):
+                self.iter = it
                 self.storage.iter = self.iter
                 self.run_step(batch)
                 self._call("after_step")

@@ -7,7 +7,7 @@ tools/bench_eval.py times them as its ``reference`` method (``from tests.oracles
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ def reference_eval(
     q_camids: np.ndarray,
     g_camids: np.ndarray,
     max_rank: int = 50,
-    g_labels: Optional[np.ndarray] = None,
+    g_labels: np.ndarray | None = None,
     ignored_labels: Sequence[int] = (),
     sort_kind: str = "quicksort",
 ) -> dict:
@@ -81,7 +81,8 @@ def reference_eval(
     }
 
 
-def reference_rerank(original_dist: np.ndarray, num_query: int, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
+def reference_rerank(original_dist: np.ndarray, num_query: int, k1: int = 20, k2: int = 6,
+                     lambda_value: float = 0.3) -> np.ndarray:
     """Zhong et al.'s ``re_ranking`` as in the reference, on a dense (N, N) distance → (Q, G).
 
     Line by line the original loops, except that V and the Jaccard accumulation are float32 instead
@@ -101,7 +102,8 @@ def reference_rerank(original_dist: np.ndarray, num_query: int, k1: int = 20, k2
             candidate_forward = initial_rank[candidate, : int(np.around(k1 / 2)) + 1]
             candidate_backward = initial_rank[candidate_forward, : int(np.around(k1 / 2)) + 1]
             candidate_k_reciprocal_index = candidate_forward[np.where(candidate_backward == candidate)[0]]
-            if len(np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index)) > 2 / 3 * len(candidate_k_reciprocal_index):
+            if (len(np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index))
+                    > 2 / 3 * len(candidate_k_reciprocal_index)):
                 k_reciprocal_expansion_index = np.append(k_reciprocal_expansion_index, candidate_k_reciprocal_index)
         k_reciprocal_expansion_index = np.unique(k_reciprocal_expansion_index)
         weight = np.exp(-original_dist[i, k_reciprocal_expansion_index])
@@ -119,7 +121,8 @@ def reference_rerank(original_dist: np.ndarray, num_query: int, k1: int = 20, k2
         indNonZero = np.where(V[i, :] != 0)[0]
         indImages = [invIndex[ind] for ind in indNonZero]
         for j in range(len(indNonZero)):
-            temp_min[0, indImages[j]] = temp_min[0, indImages[j]] + np.minimum(V[i, indNonZero[j]], V[indImages[j], indNonZero[j]])
+            temp_min[0, indImages[j]] = temp_min[0, indImages[j]] + np.minimum(V[i, indNonZero[j]],
+                                                                               V[indImages[j], indNonZero[j]])
         jaccard_dist[i] = 1 - temp_min / (2 - temp_min)
     final_dist = jaccard_dist * (1 - lambda_value) + original_dist * lambda_value
     return final_dist[:num_query, num_query:]

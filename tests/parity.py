@@ -19,7 +19,8 @@ PARITY_DIR = os.environ.get("TSD_PARITY_DIR", os.path.join(os.path.dirname(REPO)
 def parity_files(pattern: str) -> list:
     """pytest params for every fixture matching ``pattern`` (e.g. ``'model_eval_*.pt'``)."""
     if not os.path.isdir(PARITY_DIR):
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"parity fixtures not found at {PARITY_DIR} (set TSD_PARITY_DIR)"))]
+        return [pytest.param(None, marks=pytest.mark.skip(
+            reason=f"parity fixtures not found at {PARITY_DIR} (set TSD_PARITY_DIR)"))]
     files = sorted(glob.glob(os.path.join(PARITY_DIR, pattern)))
     if not files:
         return [pytest.param(None, marks=pytest.mark.skip(reason=f"no {pattern} case in {PARITY_DIR}"))]

@@ -25,9 +25,9 @@ import runpy
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -401,7 +401,8 @@ CASES = [
          ["unknown config key 'SOLVER.BASE_LRR'", "did you mean 'SOLVER.BASE_LR'?"], logged=False),
     Case("config_value_wrong_type", nothing, "train.py", tiny("SOLVER.MAX_EPOCHS", "ten"),
          ["SOLVER.MAX_EPOCHS", "expects type int", "ten"], logged=False),
-    Case("config_parts_inconsistent", nothing, "train.py", tiny("MODEL.NUM_PARTS", "8", "INPUT.MASK_PREPROCESS", "five"),
+    Case("config_parts_inconsistent", nothing, "train.py",
+         tiny("MODEL.NUM_PARTS", "8", "INPUT.MASK_PREPROCESS", "five"),
          ["MODEL.NUM_PARTS is 8 but INPUT.MASK_PREPROCESS 'five' makes 5 parts",
           "set INPUT.MASK_PREPROCESS eight for 8 parts, or MODEL.NUM_PARTS 5"], logged=False),
     Case("config_part_count_without_grouping", nothing, "train.py", tiny("MODEL.NUM_PARTS", "4"),
@@ -586,6 +587,7 @@ def test_the_payloads_are_live(tmp_path: Path):
     assert (tmp_path / PAYLOAD_MARKER).exists()
 
 
+@pytest.mark.slow
 def test_forked_run_matches_a_real_subprocess(case_folder: Path):
     """The forkserver shortcut reports what a fresh ``python train.py`` reports."""
     case = next(c for c in CASES if c.id == "train_jpegs_damaged_found_by_worker")
@@ -628,6 +630,7 @@ def make_odd(image: Path, kind: str, mask: Path | None) -> None:
 ODD_KINDS = ("grayscale", "tiny", "huge", "mask_full_resolution")
 
 
+@pytest.mark.slow
 def test_odd_but_valid_inputs_train_to_a_checkpoint(case_folder: Path):
     """Grayscale JPEGs, 14 x 6 and 1600 x 640 crops, masks at another resolution than the others (in
     training, query and gallery, a quarter of the files each) train and evaluate without a word."""
@@ -646,6 +649,7 @@ def test_odd_but_valid_inputs_train_to_a_checkpoint(case_folder: Path):
 # ----------------------------------------------------------------------------------------------
 # No run is lost: a rerun into a run's OUTPUT_DIR
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_rerun_into_a_run_is_refused_unless_resumed_or_overwritten(case_folder: Path):
     """train.py without --resume into a folder that holds a run says so in one line and touches nothing;
     --overwrite starts over (deleting the earlier checkpoints); a folder that a training writes right now

@@ -29,7 +29,9 @@ def loader_batches(cfg, epochs=(1, 2)):
      "INPUT__MASK_SOFTMAX_WEIGHT": 0.0, "INPUT__MASK_BG_THRESHOLD": 0.5},
     {"MODEL__ARCH": "vit", "DATALOADER__CACHE": False},
     {"INPUT__BATCH_AUGMENT": False},
-], ids=["five", "eight-swap-erase-always", "no-padding-imagenet-norm-no-softmax", "vit-no-masks-no-cache", "cache-only"])
+], ids=["five", "eight-swap-erase-always", "no-padding-imagenet-norm-no-softmax", "vit-no-masks-no-cache",
+        "cache-only"])
+@pytest.mark.slow
 def test_batched_path_gives_the_per_sample_batches_bitwise(synthetic_root, tmp_path, overrides):
     """Same seed -> the same augmented images and soft masks, bit for bit (erasing noise included), for
     the cache + batched path and for each of the two alone."""

@@ -12,7 +12,7 @@ import datasets.cache as cache_mod
 from datasets import build_dataset
 from datasets.cache import CachedSource, DecodedSource, build_cache, cache_folder, open_cache
 from datasets.masks import find_mask
-from tests.test_datasets import data_copy, make_cfg  # noqa: F401 (data_copy: fixture)
+from tests.test_datasets import make_cfg
 from utils.errors import ConfigError, DataError, user_message
 
 
@@ -138,6 +138,7 @@ def test_unwritable_cache_dir_is_a_config_error(synthetic_root, tmp_path):
         open_for(cfg_for(synthetic_root, str(blocker / "cache")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_building_the_cache_changes_no_number_of_the_run(synthetic_root, tmp_path, workers):
     """A run that builds the cache, one that reuses it and one without it end with bitwise-equal

@@ -19,6 +19,7 @@ from tests.test_train import tiny_cfg
 from utils.errors import ConfigError
 
 
+@pytest.mark.slow
 def test_compiled_model_matches_eager_outputs_losses_and_gradients(tmp_path):
     import torch._inductor.config as inductor_config
 

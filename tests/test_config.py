@@ -51,8 +51,9 @@ def test_new_benchmark_config_inherits_paper_settings():
     (["SOLVER.MAX_EPOCHS"], "KEY VALUE pairs"),
     (["MODEL.NUM_PARTS", "8", "INPUT.MASK_PREPROCESS", "five"],
      "set INPUT.MASK_PREPROCESS eight for 8 parts, or MODEL.NUM_PARTS 5"),
-    (["MODEL.NUM_PARTS", "4"], "MODEL.NUM_PARTS 4 in the command line: no INPUT.MASK_PREPROCESS grouping makes 4 parts; "
-                               "use 8 (eight), 5 (five), 3 (three) or 1 (one)"),
+    (["MODEL.NUM_PARTS", "4"],
+     "MODEL.NUM_PARTS 4 in the command line: no INPUT.MASK_PREPROCESS grouping makes 4 parts; "
+     "use 8 (eight), 5 (five), 3 (three) or 1 (one)"),
     (["MODEL.NUM_PARTS", "1", "MODEL.WITH_DIVERSE_LOSS", "True"], "add MODEL.WITH_DIVERSE_LOSS False for one part"),
     (["MODEL.DEVICE_ID", "0 1"], "MODEL.DEVICE_ID must be GPU indices separated by commas"),
     (["MODEL.ARCH", "resnet"], "MODEL.ARCH must be one of"),
@@ -92,8 +93,8 @@ def test_defaults_are_reference_defaults():
     assert c.SOLVER.WARMUP_FACTOR == 0.01 and c.SOLVER.MIN_LR_FACTOR == 0.002 and c.MODEL.MASK_LOSS_WEIGHT == 1.0
 
 
-@pytest.mark.parametrize("written,want", [("1", "1"), ("0,1", "0,1"), ("'0'", "0"), ("\"('0')\"", "0"), ("[0, 1]", "0,1"),
-                                          ("GPU-5e0c1a2b", "GPU-5e0c1a2b")])
+@pytest.mark.parametrize("written,want", [("1", "1"), ("0,1", "0,1"), ("'0'", "0"), ("\"('0')\"", "0"),
+                                          ("[0, 1]", "0,1"), ("GPU-5e0c1a2b", "GPU-5e0c1a2b")])
 def test_device_id_from_yaml_in_every_written_form(tmp_path, written, want):
     """yacs decodes every string as a Python literal: '0' came back as the int 0 and was refused."""
     f = tmp_path / "c.yml"
@@ -161,7 +162,7 @@ def test_part_keys_the_latest_layer_decides(tmp_path):
     assert parts(load_cfg(paper, ["MODEL.NUM_PARTS", "3"])) == (3, "three")
     assert parts(load_cfg(paper, ["INPUT.MASK_PREPROCESS", "eight"])) == (8, "eight")
     # a file over its _BASE_ that sets both
-    base = _yaml(tmp_path / "base.yml", BOTH_FIVE)
+    _yaml(tmp_path / "base.yml", BOTH_FIVE)
     only_grouping = _yaml(tmp_path / "eight.yml", "_BASE_: base.yml\nINPUT:\n  MASK_PREPROCESS: eight\n")
     only_count = _yaml(tmp_path / "three.yml", "_BASE_: base.yml\nMODEL:\n  NUM_PARTS: 3\n")
     assert parts(load_cfg(only_grouping)) == (8, "eight")
@@ -173,7 +174,8 @@ def test_part_keys_the_latest_layer_decides(tmp_path):
     neither = _yaml(tmp_path / "neither.yml", "_BASE_: three.yml\nSOLVER:\n  BASE_LR: 0.1\n")
     assert parts(load_cfg(neither)) == (3, "three")
     count_base = _yaml(tmp_path / "count_only.yml", "MODEL:\n  NUM_PARTS: 8\n")
-    grouping_child = _yaml(tmp_path / "grouping_child.yml", "_BASE_: count_only.yml\nINPUT:\n  MASK_PREPROCESS: three\n")
+    grouping_child = _yaml(tmp_path / "grouping_child.yml",
+                           "_BASE_: count_only.yml\nINPUT:\n  MASK_PREPROCESS: three\n")
     assert parts(load_cfg(count_base)) == (8, "eight")
     assert parts(load_cfg(grouping_child)) == (3, "three")
     # several bases: the later base decides, the file itself after them

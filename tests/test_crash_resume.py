@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from processor.checkpointer import Checkpointer
-from utils.errors import CheckpointError
 from processor.trainer import HookBase
 from tests.test_train import DEMO_CFG, REPO, run_training, tiny_cfg
+from utils.errors import CheckpointError
 
 EPOCHS = 3
 
@@ -79,6 +79,7 @@ def train_cmd(out: str, root: str, *extra: str) -> list[str]:
             "SOLVER.CHECKPOINT_PERIOD", str(EPOCHS), "SOLVER.LOG_PERIOD", "1"]
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_path):
     """Each run builds its own cache in its first start (the killed run's second start reuses it).
     One thread per run keeps the two concurrent runs fast; that the build changes no thread count or
@@ -165,6 +166,7 @@ def test_resume_config_check(tmp_path):
         assert parse_args(argv) == ("c.yml", ["SOLVER.BASE_LR", "0.01"], None, False, True), argv
 
 
+@pytest.mark.slow
 def test_resume_keeps_every_validated_epoch(synthetic_root, tmp_path):
     """The validation history is EvalHook's state in last.pth: after --resume, val_results.json still holds
     the epochs evaluated before the interruption (it used to hold only the epochs after it)."""

@@ -12,8 +12,17 @@ import pytest
 import torch
 
 from config import get_cfg_defaults, validate_cfg
-from datasets import (DATASET_FACTORY, ImageRecord, RandomIdentitySampler, RandomIdentitySamplerDDP, build_dataset,
-                      make_dataloader, make_test_loader, make_val_loader, preflight)
+from datasets import (
+    DATASET_FACTORY,
+    ImageRecord,
+    RandomIdentitySampler,
+    RandomIdentitySamplerDDP,
+    build_dataset,
+    make_dataloader,
+    make_test_loader,
+    make_val_loader,
+    preflight,
+)
 from datasets.masks import find_mask, mask_candidates
 from utils.errors import ConfigError, DataError, user_message
 
@@ -32,12 +41,6 @@ def make_cfg(root: str, **overrides):
         section, name = key.split("__")
         cfg[section][name] = value
     return cfg
-
-
-@pytest.fixture
-def data_copy(synthetic_root, tmp_path) -> str:
-    """A private copy of the synthetic data root that a test may damage."""
-    return shutil.copytree(synthetic_root, str(tmp_path / "data"))
 
 
 def occ(root: str, *parts: str) -> str:
@@ -101,7 +104,7 @@ def test_market1501_drops_junk_and_checks_cameras(tmp_path):
 
 def test_dukemtmc_accepts_torchreid_nesting(tmp_path):
     base = tmp_path / "dukemtmc-reid" / "DukeMTMC-reID"
-    for split, folder in SPLIT_DIRS.items():
+    for folder in SPLIT_DIRS.values():
         write_image(str(base / folder / "0005_c3_f0000123.jpg"))
     ds = build_dataset("dukemtmc", str(tmp_path))
     assert ds.dataset_dir == str(base) and [(r.pid, r.camid) for r in ds.query] == [(5, 2)]

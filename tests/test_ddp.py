@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from tests.test_train import DEMO_CFG, REPO, tiny_cfg
@@ -60,6 +61,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_train_in_lockstep_and_gather_the_evaluation(synthetic_root, tmp_path):
     out = tmp_path / "ddp"
     driver = tmp_path / "driver.py"
@@ -117,6 +119,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_torchrun_nodes_with_c10d_rendezvous_end_with_the_same_weights(synthetic_root, tmp_path):
     """Two launchers on localhost, as two machines would run them: same code, config and data paths, a
     c10d rendezvous at node 0's address, each node its own OUTPUT_DIR (no shared storage needed)."""
@@ -166,6 +169,7 @@ def test_two_torchrun_nodes_with_c10d_rendezvous_end_with_the_same_weights(synth
     assert all(torch.equal(ckpt[k], w0[k]) for k in w0)
 
 
+@pytest.mark.slow
 def test_ddp_static_graph_with_compile_matches_find_unused_parameters(synthetic_root, tmp_path):
     """SOLVER.DDP_STATIC_GRAPH (DDP learns the never-used parameters in the first step instead of searching
     the graph after every forward) together with SOLVER.COMPILE on 2 gloo ranks: the ranks stay in lockstep

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 import torch
 
 from tests.test_train import DEMO_CFG, REPO
@@ -50,11 +51,13 @@ def torchrun(out: str, root: str, *extra: str, script: str = os.path.join(REPO, 
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             script, "--config_file", DEMO_CFG, *extra, "MODEL.DEVICE", "cpu",
             "DATASETS.ROOT_DIR", root, "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "0",
-            "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]", "SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2",
+            "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]", "SOLVER.IMS_PER_BATCH", "8",
+            "DATALOADER.NUM_INSTANCE", "2",
             "SOLVER.MAX_EPOCHS", str(EPOCHS), "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "0",
             "SOLVER.CHECKPOINT_PERIOD", str(EPOCHS), "SOLVER.LOG_PERIOD", "1"]
 
 
+@pytest.mark.slow
 def test_ddp_kill_9_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GLOO_SOCKET_IFNAME": "lo"}
     straight_dir, killed_dir = str(tmp_path / "straight"), str(tmp_path / "killed")

@@ -81,6 +81,7 @@ def batch_leaves(batch) -> list:
     return out
 
 
+@pytest.mark.slow
 def test_resume_with_persistent_workers_is_bitwise_identical(synthetic_root, tmp_path):
     """tests/test_train.py's resume check with NUM_WORKERS 2: restarted workers must not change the run."""
     opts = ("DATALOADER.NUM_WORKERS", "2", "SOLVER.MAX_EPOCHS", "3", "SOLVER.CHECKPOINT_PERIOD", "0")

@@ -47,6 +47,7 @@ class KeepThenKill(HookBase):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_metrics_jsonl_of_a_killed_and_resumed_run_equals_a_straight_run(synthetic_root, tmp_path, caplog):
     """Killed in epoch 3, resumed from a checkpoint of epoch 1: the lines of epochs 2 and 3 that the killed
     run wrote are cut and written again, so the file is line for line the straight run's (timing aside;

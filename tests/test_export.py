@@ -10,14 +10,23 @@ import pytest
 import torch
 
 for _module in ("onnx", "onnxruntime", "onnxscript"):
-    pytest.importorskip(_module, reason=f"{_module} is an optional dependency: .venv/bin/pip install -r requirements-export.txt")
+    pytest.importorskip(_module, reason=f"{_module} is an optional dependency: "
+                                        ".venv/bin/pip install -r requirements-export.txt")
 
 from config import load_cfg  # noqa: E402
 from datasets import build_dataset  # noqa: E402
 from model import make_model  # noqa: E402
 from processor.export import (  # noqa: E402
-    FEATURE_TOL, EvalModel, ExportCheck, ExportError, _require, export_onnx, file_metadata, onnx_session,
-    random_batches, verify_onnx,
+    FEATURE_TOL,
+    EvalModel,
+    ExportCheck,
+    ExportError,
+    _require,
+    export_onnx,
+    file_metadata,
+    onnx_session,
+    random_batches,
+    verify_onnx,
 )
 from processor.inference import extract_features  # noqa: E402
 from tests.parity import REPO  # noqa: E402
@@ -62,6 +71,7 @@ def images(synthetic_root, tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.mark.slow
 def test_export_has_a_dynamic_batch_and_matches_pytorch(exported, images):
     cfg, model, _, path = exported
     session = onnx_session(path)
@@ -109,16 +119,19 @@ def test_onnx_user_errors(exported, images, synthetic_root, tmp_path):
     args = ["--config_file", CONFIG, "--images", images, "--out", str(tmp_path / "o")]
     with pytest.raises(ExportError, match="nope.onnx does not exist; write it with tools/export_onnx.py"):
         extract_tool.main(args + ["--onnx", str(tmp_path / "nope.onnx")])
-    with pytest.raises(ConfigError, match=r"takes 192x96 images but INPUT.SIZE_TEST is 256x128.*SIZE_TEST '\[192, 96\]'"):
+    with pytest.raises(ConfigError,
+                       match=r"takes 192x96 images but INPUT.SIZE_TEST is 256x128.*SIZE_TEST '\[192, 96\]'"):
         extract_tool.main(args + ["--onnx", path, "INPUT.SIZE_TEST", "[256, 128]"])
     garbage = tmp_path / "garbage.onnx"
     garbage.write_text("not a model")
     with pytest.raises(ExportError, match="garbage.onnx cannot be loaded by onnxruntime"):
         extract_tool.main(args + ["--onnx", str(garbage)])
-    with pytest.raises(ExportError, match=r"no_such_package_xyz is not installed.*: \.venv/bin/pip install -r requirements-export.txt"):
+    with pytest.raises(ExportError, match=r"no_such_package_xyz is not installed.*: "
+                                          r"\.venv/bin/pip install -r requirements-export.txt"):
         _require("no_such_package_xyz")
 
 
+@pytest.mark.slow
 def test_vit_baseline_with_flip_exports(synthetic_root, tmp_path):
     """The baseline (P = 0) with TEST.FLIP_FEATS: the flip average is inside the graph."""
     cfg = tiny_cfg(synthetic_root, "MODEL.ARCH", "vit", "TEST.FLIP_FEATS", "True")

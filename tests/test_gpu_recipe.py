@@ -177,6 +177,7 @@ def check_recipe(audit: StepAudit, trainer) -> None:
     assert all(torch.isfinite(v).all() for v in trainer.step_terms.values())
 
 
+@pytest.mark.slow
 def test_fp16_gradscaler_training_through_the_trainer(synthetic_root, tmp_path, monkeypatch):
     """processor.builder.build_trainer's run with fp16 autocast + GradScaler + fused SGD, as on a GPU: steps the scaler
     skips leave no trace, the scale backs off, and the weights equal those of a foreach-SGD run."""
@@ -195,6 +196,7 @@ def test_fp16_gradscaler_training_through_the_trainer(synthetic_root, tmp_path, 
 # outputs overwritten by the next call, is imitated in test_evaluation_copies_what_a_cuda_graph_overwrites.
 # The ViT baseline (MODEL.ARCH vit: backbone, BNNeck, classifier) keeps inductor's cold C++ build to about a
 # third of the full TSD model's (28 vs 88 kernels, minutes on 2 cores); the recipe's mechanisms are the same.
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["default", "max-autotune-no-cudagraphs"])
 def test_fp16_gradscaler_training_compiled(synthetic_root, tmp_path, monkeypatch, mode):
     import torch._inductor.config as inductor_config
@@ -381,6 +383,7 @@ def _per_tensor_run(monkeypatch):
     monkeypatch.setattr(module, "make_param_groups", lambda cfg, model, per_tensor=False: build(cfg, model, True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["AdamW", "SGD"])
 def test_last_pth_of_per_tensor_groups_resumes_bit_for_bit(synthetic_root, tmp_path, monkeypatch, optimizer):
     """A run of the old layout (one group per tensor, 101 here) stopped after epoch 1 continues under the
@@ -456,6 +459,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_collective_timeout_is_one_line_naming_the_key(monkeypatch):
     """A real gloo timeout: rank 0 of 2 waits for a rank that never comes (1.2 s limit)."""
     import torch.distributed as dist

@@ -2,11 +2,13 @@
 the tiny set), so the report cannot rot while no GPU is at hand. About 30 s on 2 cores."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tools import gpu_report
 
 
+@pytest.mark.slow
 def test_smoke_report_fills_every_row(tmp_path, capsys):
     out = tmp_path / "report.md"
     threads = torch.get_num_threads()
@@ -27,6 +29,7 @@ def test_smoke_report_fills_every_row(tmp_path, capsys):
     assert "ok: gloo" in table
 
 
+@pytest.mark.slow
 def test_a_failing_row_is_reported_and_the_report_goes_on(tmp_path):
     report = gpu_report.Report(budget_s=60, out=str(tmp_path / "r.md"), header=["title"])
 

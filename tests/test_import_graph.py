@@ -96,6 +96,7 @@ def test_train_reads_its_command_line_and_config_before_torch_loads() -> None:
             "import train; from config import load_cfg\n"
             "config_file, opts, *_ = train.parse_args(['--config_file', 'configs/demo/tsd_tiny.yml', '--overwrite'])\n"
             "load_cfg(config_file, opts)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('timm', 'datasets', 'model', 'loss', 'solver')))")
+            "print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('timm', 'datasets', 'model', 'loss', 'solver')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

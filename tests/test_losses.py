@@ -127,7 +127,8 @@ def test_focal_loss_hand_value_and_torchvision():
     # p = 0.5: alpha_t 0.25 * ce log 2 * (1 - p_t)^2 0.25
     assert terms["visibility_focal"].item() == pytest.approx(0.25 * 0.25 * math.log(2), rel=1e-6)
     outputs, labels = fake_outputs(seed=3)
-    expected = sigmoid_focal_loss(outputs["visb_logits"], outputs["visb_targets"], alpha=0.25, gamma=2, reduction="mean")
+    expected = sigmoid_focal_loss(outputs["visb_logits"], outputs["visb_targets"], alpha=0.25, gamma=2,
+                                  reduction="mean")
     assert torch.equal(make_loss(tsd_cfg(), 4)(outputs, labels)["visibility_focal"], expected)
 
 

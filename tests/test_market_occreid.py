@@ -34,9 +34,11 @@ def two_sets(tmp_path_factory) -> str:
     return root
 
 
+@pytest.mark.slow
 def test_full_plans_have_the_real_statistics():
     market = plan_market("full", seed=0)
-    splits = {s: [i for i in market.images if s in i.splits] for s in ("bounding_box_train", "query", "bounding_box_test")}
+    splits = {s: [i for i in market.images if s in i.splits]
+              for s in ("bounding_box_train", "query", "bounding_box_test")}
     assert len(splits["bounding_box_train"]) == 12936 and len({i.pid for i in splits["bounding_box_train"]}) == 751
     assert len(splits["query"]) == 3368 and len({i.pid for i in splits["query"]}) == 750
     gallery = splits["bounding_box_test"]
@@ -118,6 +120,7 @@ def test_empty_occluded_reid_folder_is_a_data_error(tmp_path):
         build_dataset("occ_reid", str(tmp_path))
 
 
+@pytest.mark.slow
 def test_train_on_market_evaluate_on_occluded_reid_and_market(two_sets, tmp_path):
     """The protocol end to end on the tiny sets: two epochs on Market-1501 (751 -> 12 classes here),
     then test.py on Occluded-REID (no classifier in the model: num_classes 0) and on Market-1501."""

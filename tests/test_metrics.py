@@ -4,8 +4,6 @@ The oracles are the per-query re-implementations of the reference in tests/oracl
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import pytest
 import torch
@@ -42,17 +40,20 @@ def _evaluate(data: dict, batch: int = 37, **kwargs):
     vis = data["vis"]
     for i in range(0, len(data["pids"]), batch):
         sl = slice(i, i + batch)
-        evaluator.update(data["feats"][sl], None if vis is None else vis[sl], data["pids"][sl], data["camids"][sl], data["labels"][sl])
+        evaluator.update(data["feats"][sl], None if vis is None else vis[sl], data["pids"][sl], data["camids"][sl],
+                         data["labels"][sl])
     return evaluator.compute(return_distmat=True)
 
 
-def _oracle(data: dict, distmat: np.ndarray, ignored_labels: Optional[tuple] = None, sort_kind: str = "stable", max_rank: int = 50) -> dict:
+def _oracle(data: dict, distmat: np.ndarray, ignored_labels: tuple | None = None, sort_kind: str = "stable",
+            max_rank: int = 50) -> dict:
     """tests/oracles.reference_eval on ``distmat`` with the data's ids."""
     nq = data["num_query"]
     pids, camids, labels = data["pids"].numpy(), data["camids"].numpy(), data["labels"].numpy()
     return reference_eval(
         distmat, pids[:nq], pids[nq:], camids[:nq], camids[nq:], max_rank,
-        g_labels=None if ignored_labels is None else labels[nq:], ignored_labels=ignored_labels or (), sort_kind=sort_kind,
+        g_labels=None if ignored_labels is None else labels[nq:], ignored_labels=ignored_labels or (),
+        sort_kind=sort_kind,
     )
 
 
@@ -108,8 +109,10 @@ def test_exact_ties_follow_a_stable_sort() -> None:
     q_cams, g_cams = torch.randint(0, 3, (30,), generator=gen), torch.randint(0, 3, (200,), generator=gen)
     distmat = torch.randint(0, 6, (30, 200), generator=gen).float() / 4  # many exact ties, also 0.0
     distmat[0, :50] = -0.0  # -0.0 ties with +0.0
-    results = evaluate_rankings(distmat, q_pids, g_pids, q_cams, g_cams, {"all": torch.zeros(200, dtype=torch.bool)}, 10)
-    ref = reference_eval(distmat.numpy(), q_pids.numpy(), g_pids.numpy(), q_cams.numpy(), g_cams.numpy(), 10, sort_kind="stable")
+    results = evaluate_rankings(distmat, q_pids, g_pids, q_cams, g_cams,
+                                {"all": torch.zeros(200, dtype=torch.bool)}, 10)
+    ref = reference_eval(distmat.numpy(), q_pids.numpy(), g_pids.numpy(), q_cams.numpy(), g_cams.numpy(), 10,
+                         sort_kind="stable")
     _assert_same_results(results["all"], ref)
 
 
@@ -118,8 +121,10 @@ def test_negative_distances_rank_like_their_values() -> None:
     distmat = torch.randn(20, 80, generator=gen)  # e.g. negated similarities
     pids = torch.randint(0, 6, (100,), generator=gen)
     cams = torch.randint(0, 3, (100,), generator=gen)
-    results = evaluate_rankings(distmat, pids[:20], pids[20:], cams[:20], cams[20:], {"all": torch.zeros(80, dtype=torch.bool)})
-    ref = reference_eval(distmat.numpy(), pids[:20].numpy(), pids[20:].numpy(), cams[:20].numpy(), cams[20:].numpy(), sort_kind="stable")
+    results = evaluate_rankings(distmat, pids[:20], pids[20:], cams[:20], cams[20:],
+                                {"all": torch.zeros(80, dtype=torch.bool)})
+    ref = reference_eval(distmat.numpy(), pids[:20].numpy(), pids[20:].numpy(), cams[:20].numpy(), cams[20:].numpy(),
+                         sort_kind="stable")
     _assert_same_results(results["all"], ref)
 
 
@@ -127,7 +132,8 @@ def test_hand_example_map_minp_and_same_camera_removal() -> None:
     # gallery sorted by distance: same id & same camera (removed), other, match, other, other, match
     distmat = torch.tensor([[0.05, 0.1, 0.2, 0.3, 0.4, 0.5]])
     g_pids, g_cams = torch.tensor([1, 2, 1, 3, 2, 1]), torch.tensor([0, 1, 1, 1, 1, 1])
-    res = evaluate_rankings(distmat, torch.tensor([1]), g_pids, torch.tensor([0]), g_cams, {"all": torch.zeros(6, dtype=torch.bool)}, 4)["all"]
+    res = evaluate_rankings(distmat, torch.tensor([1]), g_pids, torch.tensor([0]), g_cams,
+                            {"all": torch.zeros(6, dtype=torch.bool)}, 4)["all"]
     # matches at kept ranks 2 and 5: AP = (1/2 + 2/5) / 2, INP = 2 / 5; CMC capped at 4 ranks
     assert res["mAP"] == pytest.approx(0.45)
     assert res["mINP"] == pytest.approx(0.4)
@@ -139,7 +145,8 @@ def test_query_without_a_match_is_skipped() -> None:
     distmat = torch.tensor([[0.1, 0.2, 0.3], [0.3, 0.1, 0.2], [0.2, 0.3, 0.1]])
     q_pids, g_pids = torch.tensor([1, 7, 2]), torch.tensor([1, 2, 2])
     q_cams, g_cams = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 1])
-    res = evaluate_rankings(distmat, q_pids, g_pids, q_cams, g_cams, {"all": torch.zeros(3, dtype=torch.bool)}, 3)["all"]
+    res = evaluate_rankings(distmat, q_pids, g_pids, q_cams, g_cams,
+                            {"all": torch.zeros(3, dtype=torch.bool)}, 3)["all"]
     # query 0: match at rank 1; query 1: identity absent; query 2: gallery 2 is nearest but same camera
     # (removed), so the match (gallery 1) comes second after gallery 0
     np.testing.assert_array_equal(res["per_query"]["valid"], [True, False, True])
@@ -150,7 +157,8 @@ def test_query_without_a_match_is_skipped() -> None:
 
 
 def test_no_valid_query_gives_nan_means() -> None:
-    res = evaluate_rankings(torch.rand(2, 3), torch.tensor([5, 6]), torch.tensor([1, 2, 3]), torch.zeros(2), torch.ones(3), {"all": torch.zeros(3, dtype=torch.bool)})["all"]
+    res = evaluate_rankings(torch.rand(2, 3), torch.tensor([5, 6]), torch.tensor([1, 2, 3]), torch.zeros(2),
+                            torch.ones(3), {"all": torch.zeros(3, dtype=torch.bool)})["all"]
     assert res["num_valid"] == 0 and np.isnan(res["mAP"]) and np.isnan(res["mINP"])
     np.testing.assert_array_equal(res["cmc"], np.zeros(3))
 
@@ -243,21 +251,25 @@ def test_from_cfg() -> None:
     cfg.TEST.NEW_METRIC, cfg.TEST.RE_RANKING, cfg.TEST.RE_RANKING_K1 = True, True, 7
     evaluator = ReidEvaluator.from_cfg(cfg, 10)
     assert (evaluator.protocol, evaluator.reranking, evaluator.feat_norm) == ("new", True, True)
-    assert evaluator.rerank_params == {"k1": 7, "k2": cfg.TEST.RE_RANKING_K2, "lambda_value": cfg.TEST.RE_RANKING_LAMBDA}
+    assert evaluator.rerank_params == {"k1": 7, "k2": cfg.TEST.RE_RANKING_K2,
+                                       "lambda_value": cfg.TEST.RE_RANKING_LAMBDA}
     cfg.TEST.FEAT_NORM = "No"  # checked once, by the config validator (the evaluator trusts a loaded config)
     with pytest.raises(ConfigError, match="TEST.FEAT_NORM must be one of"):
         validate_cfg(cfg)
 
 
-@pytest.mark.parametrize("k1,k2,lambda_value,chunk_size", [(20, 6, 0.3, 1 << 23), (5, 1, 0.5, 700), (7, 3, 0.0, 3000), (1, 1, 1.0, 50), (120, 6, 0.3, 9000)])
+@pytest.mark.parametrize("k1,k2,lambda_value,chunk_size", [(20, 6, 0.3, 1 << 23), (5, 1, 0.5, 700), (7, 3, 0.0, 3000),
+                                                           (1, 1, 1.0, 50), (120, 6, 0.3, 9000)])
 def test_rerank_equals_the_dense_reference(k1: int, k2: int, lambda_value: float, chunk_size: int) -> None:
     gen = torch.Generator().manual_seed(k1)
     pids = torch.randint(0, 20, (100,), generator=gen)
     x = torch.randn(20, 16, generator=gen)[pids] + 0.8 * torch.randn(100, 16, generator=gen)
     dist = torch.cdist(x, x)
     dist = (dist + dist.T) / 2  # the reference's column normalisation assumes symmetry
-    ours = k_reciprocal_rerank(lambda a, b, c: dist[a:b, c:], lambda a, b: dist[a, b], 30, 100, k1, k2, lambda_value, chunk_size)
-    np.testing.assert_allclose(ours.numpy(), reference_rerank(dist.numpy(), 30, k1, k2, lambda_value), rtol=0, atol=2e-6)
+    ours = k_reciprocal_rerank(lambda a, b, c: dist[a:b, c:], lambda a, b: dist[a, b], 30, 100, k1, k2, lambda_value,
+                               chunk_size)
+    np.testing.assert_allclose(ours.numpy(), reference_rerank(dist.numpy(), 30, k1, k2, lambda_value),
+                               rtol=0, atol=2e-6)
     assert torch.equal(dist, (dist + dist.T) / 2)  # the callables' tensors are left alone
 
 
@@ -273,7 +285,8 @@ def test_rerank_in_many_blocks_equals_the_dense_reference(block_rows: int, monke
     x = torch.randn(40, 16, generator=gen)[pids] + 0.8 * torch.randn(300, 16, generator=gen)
     dist = torch.cdist(x, x)
     dist = (dist + dist.T) / 2
-    ours = k_reciprocal_rerank(lambda a, b, c: dist[a:b, c:], lambda a, b: dist[a, b], 60, 300, 20, 6, 0.3, chunk_size=1)
+    ours = k_reciprocal_rerank(lambda a, b, c: dist[a:b, c:], lambda a, b: dist[a, b], 60, 300, 20, 6, 0.3,
+                               chunk_size=1)
     np.testing.assert_allclose(ours.numpy(), reference_rerank(dist.numpy(), 60, 20, 6, 0.3), rtol=0, atol=2e-6)
 
 

@@ -61,7 +61,8 @@ def eval_out(model, x, **kw):
 
 @pytest.mark.parametrize("parts,fore,size,stride", [(5, True, (256, 128), (16, 16)), (3, False, (384, 128), (12, 12))])
 def test_tsd_output_shapes(parts, fore, size, stride):
-    model = tiny(MODEL__NUM_PARTS=parts, MODEL__WITH_FORE_HEAD=fore, INPUT__SIZE_TRAIN=list(size), MODEL__STRIDE_SIZE=list(stride))
+    model = tiny(MODEL__NUM_PARTS=parts, MODEL__WITH_FORE_HEAD=fore, INPUT__SIZE_TRAIN=list(size),
+                 MODEL__STRIDE_SIZE=list(stride))
     n = ((size[0] - 16) // stride[0] + 1) * ((size[1] - 16) // stride[1] + 1)
     x, b, c = images(4, *size), 4, 64
     feats, vis, attn = eval_out(model, x, return_attn=True)
@@ -223,7 +224,8 @@ def test_imagenet_loading(tmp_path, caplog, distilled):
     grid = src["pos_embed"][:, 2:] if distilled else src["pos_embed"][:, 1:]
     grid = grid.reshape(1, 14, 14, 64).permute(0, 3, 1, 2)
     resized = F.interpolate(grid, size=(16, 8), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
-    torch.testing.assert_close(state["base.pos_embed"], torch.cat((src["pos_embed"][:, :1], resized), 1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(state["base.pos_embed"], torch.cat((src["pos_embed"][:, :1], resized), 1),
+                               rtol=0, atol=1e-6)
     assert "pos_embed resampled 14x14 -> 16x8" in caplog.text and "head.weight" in caplog.text
     assert ("distillation token dropped" in caplog.text) == distilled
 
@@ -262,7 +264,8 @@ def test_save_and_strict_reload(tmp_path, wrap):
     path = str(tmp_path / "ckpt.pth")
     torch.save(state, path)
     torch.manual_seed(123)
-    fresh = make_model(tiny_cfg(MODEL__SIE_CAMERA=True, MODEL__PRETRAIN_CHOICE="self", MODEL__PRETRAIN_PATH=path), 7, 8, 1)
+    fresh = make_model(tiny_cfg(MODEL__SIE_CAMERA=True, MODEL__PRETRAIN_CHOICE="self", MODEL__PRETRAIN_PATH=path),
+                       7, 8, 1)
     for ours, ref in zip(eval_out(fresh, x, cam_label=cams, return_attn=True), expected):
         assert torch.equal(ours, ref)
     assert all(torch.equal(v, state_v) for v, state_v in zip(fresh.state_dict().values(), model.state_dict().values()))

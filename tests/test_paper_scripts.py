@@ -70,7 +70,8 @@ def test_the_scripts_run_the_references_commands(checkout, tmp_path):
     fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     fake.chmod(0o755)
     weights = "MODEL.PRETRAIN_PATH logs/pretrain_model/jx_vit_base_p16_224-80ecf9dd.pth"
-    for script, parts, n, out, epoch in (("run_tsd.sh", "five", 5, "tsd_5", 90), ("run_tsd_2.sh", "three", 3, "tsd_3", 120)):
+    for script, parts, n, out, epoch in (("run_tsd.sh", "five", 5, "tsd_5", 90),
+                                         ("run_tsd_2.sh", "three", 3, "tsd_3", 120)):
         calls.write_text("")
         r = run(checkout, script, PYTHON=str(fake))
         assert r.returncode == 0, r.stdout + r.stderr
@@ -79,6 +80,7 @@ def test_the_scripts_run_the_references_commands(checkout, tmp_path):
                          f"MODEL.NUM_PARTS {n} SOLVER.BASE_LR 0.004 MODEL.DEVICE_ID 0 MODEL.WITH_FORE_HEAD True "
                          f"MODEL.WITH_DIVERSE_LOSS True {weights} OUTPUT_DIR logs/occ_duke/{out}")
         assert test == (f"test.py --config_file configs/OCC_Duke/vit_base.yml TEST.WEIGHT "
-                        f"logs/occ_duke/{out}/transformer_{epoch}.pth INPUT.MASK_PREPROCESS {parts} MODEL.NUM_PARTS {n} "
+                        f"logs/occ_duke/{out}/transformer_{epoch}.pth INPUT.MASK_PREPROCESS {parts} "
+                        f"MODEL.NUM_PARTS {n} "
                         f"MODEL.DEVICE_ID 0 MODEL.WITH_FORE_HEAD True DATASETS.NAMES new_occ_duke "
                         f"TEST.NEW_METRIC True OUTPUT_DIR logs/occ_duke/{out}")

@@ -12,8 +12,8 @@ from torchvision import tv_tensors
 
 from config.parts import PART_GROUPINGS, PIFPAF_PARTS, part_names
 from datasets.masks import group_parts
-from model.targets import mask_targets
 from datasets.transforms import TrainTransform, make_resize
+from model.targets import mask_targets
 from tests.parity import load_fixture, parity_files
 
 

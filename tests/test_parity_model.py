@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -46,7 +46,8 @@ def test_model_eval(path):
     model.load_state_dict(fx["state_dict"], strict=True)
     model.eval()
     with torch.no_grad(), capture(model.base) as base, capture(model.b1) as b1, capture(model.part_decoder) as dec:
-        feats, vis, attn = model(fx["images"].float(), cam_label=fx["cam_label"], view_label=fx["view_label"], return_attn=True)
+        feats, vis, attn = model(fx["images"].float(), cam_label=fx["cam_label"], view_label=fx["view_label"],
+                                 return_attn=True)
         exp = fx["expected"]
         torch.testing.assert_close(feats, exp["features"], **CLOSE)
         assert torch.equal(vis, exp["visibility"])

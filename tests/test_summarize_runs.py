@@ -36,7 +36,8 @@ PREFIX = "2026-01-01 00:00:00,000 tsd INFO: "
 
 def iter_line(e: int, i: int, n: int, total: float, terms: dict, acc: float, lr: float) -> str:
     t = " ".join(f"{k}: {v:.3f}" for k, v in terms.items())
-    return f"{PREFIX}Epoch[{e}] Iter[{i}/{n}] loss: {total:.3f} {t} acc: {acc:.3f} lr: {lr:.2e} 50.0 img/s eta: 0:00:10\n"
+    return (f"{PREFIX}Epoch[{e}] Iter[{i}/{n}] loss: {total:.3f} {t} acc: {acc:.3f} lr: {lr:.2e} "
+            "50.0 img/s eta: 0:00:10\n")
 
 
 def epoch_line(e: int, total: float, acc: float) -> str:
@@ -49,7 +50,8 @@ def real_run(synthetic_root, tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("runs") / "tsd_real")
     r = subprocess.run(
         [sys.executable, os.path.join(REPO, "train.py"), "--config_file", DEMO_CFG, "DATASETS.ROOT_DIR", synthetic_root,
-         "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]",
+         "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[128, 64]",
+         "INPUT.SIZE_TEST", "[128, 64]",
          "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "1",
          "SOLVER.CHECKPOINT_PERIOD", "0", "SOLVER.LOG_PERIOD", "2", "TEST.IMS_PER_BATCH", "64"],
         capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
@@ -62,7 +64,8 @@ def fake_runs(tmp_path) -> dict[str, str]:
     """Hand-made folders: 'going' (ViT baseline still training, resumed once, no evaluation yet), 'tested'
     (a test.py folder of the new benchmark only), 'empty' (not a run)."""
     going = tmp_path / "vit_going"
-    cfg = {"MODEL": {"ARCH": "vit", "NUM_PARTS": 5}, "SOLVER": {"BASE_LR": 0.002, "MAX_EPOCHS": 2}, "OUTPUT_DIR": str(going)}
+    cfg = {"MODEL": {"ARCH": "vit", "NUM_PARTS": 5}, "SOLVER": {"BASE_LR": 0.002, "MAX_EPOCHS": 2},
+           "OUTPUT_DIR": str(going)}
     write(going / "config.yaml", yaml.safe_dump(cfg))
     log = [f"{PREFIX}config file x.yml, overrides []\n"]
     # Epoch 1, then a crash and a resume that repeats epoch 1 with other numbers, then half of epoch 2.
@@ -116,6 +119,7 @@ def test_parse_metrics_resume_and_epoch_lines():
     assert curves == {"loss": [(1.0, 7.0), (2.0, 5.0)], "acc": [(1.0, 0.1), (2.0, 0.3)]} and epochs == 2
 
 
+@pytest.mark.slow
 def test_a_real_run_is_read_from_metrics_jsonl_and_an_old_one_from_its_log(real_run, tmp_path):
     """The curves come from metrics.jsonl, no log line is parsed; a run written before metrics.jsonl (its
     train_log.txt alone) still gives its curves, at the same points: with one log line per epoch the log's
@@ -136,6 +140,7 @@ def test_a_real_run_is_read_from_metrics_jsonl_and_an_old_one_from_its_log(real_
         assert [v for _, v in old_run.curves[name]] == pytest.approx([v for _, v in points], abs=5e-4, rel=5e-3), name
 
 
+@pytest.mark.slow
 def test_table_and_curves_of_a_real_run_and_fake_ones(real_run, fake_runs, tmp_path, capsys):
     out = tmp_path / "summary"
     assert tool.main([real_run, fake_runs["going"], fake_runs["tested"], "--out", str(out)]) == 0
@@ -154,7 +159,8 @@ def test_table_and_curves_of_a_real_run_and_fake_ones(real_run, fake_runs, tmp_p
     best = max((val[e]["ALL"]["mAP"], -e) for e in val)
     assert real["epochs"] == "2" and real["best epoch"] == str(-best[1])
     assert float(real["best mAP"]) == pytest.approx(best[0])
-    assert float(real["R1"]) == pytest.approx(val[2]["ALL"]["rank1"]) and float(real["mINP"]) == pytest.approx(val[2]["ALL"]["mINP"])
+    assert (float(real["R1"]) == pytest.approx(val[2]["ALL"]["rank1"])
+            and float(real["mINP"]) == pytest.approx(val[2]["ALL"]["mINP"]))
     assert real["new NPO mAP"] == ""
     # Still going, never evaluated: epochs from the log, blanks elsewhere.
     assert going["epochs"] == "1" and going["best epoch"] == going["R1"] == going["new ALL R1"] == ""
@@ -164,7 +170,8 @@ def test_table_and_curves_of_a_real_run_and_fake_ones(real_run, fake_runs, tmp_p
 
     md = (out / "runs.md").read_text()
     assert "| tested | - | - | - | - | - | - | - | 50.0 | 40.0 | 10.0 | 60.0 | 50.0 | 20.0 | 30.0 | 20.0 | 5.0 |" in md
-    assert "- tested: new protocol from results.json" in md and "- tsd_real: standard protocol from val_results.json, epoch 2" in md
+    assert ("- tested: new protocol from results.json" in md
+            and "- tsd_real: standard protocol from val_results.json, epoch 2" in md)
     printed = capsys.readouterr().out
     assert "| run | MODEL.ARCH |" in printed and f"curves: {out / 'curves.png'}" in printed
     image = cv2.imread(str(out / "curves.png"))
@@ -184,7 +191,8 @@ def test_result_files_in_sub_folders_are_found(real_run, fake_runs, tmp_path):
     run = tmp_path / "demo_like"
     shutil.copytree(real_run, run, ignore=shutil.ignore_patterns("*.pth"))
     shutil.copytree(fake_runs["tested"], run / "test_new")
-    write(run / "test_standard" / "results.json", json.dumps({"new_metric": False, "results": {"ALL": result(0.9, 0.8, 0.7)}}))
+    write(run / "test_standard" / "results.json",
+          json.dumps({"new_metric": False, "results": {"ALL": result(0.9, 0.8, 0.7)}}))
     header, rows, sources = tool.table_rows([tool.read_run(str(run))])
     row = dict(zip(header, rows[0]))
     assert (row["R1"], row["mAP"], row["new NTP R1"]) == (0.9, 0.8, 0.3)
@@ -196,7 +204,8 @@ def test_not_a_run_and_unreadable_files(fake_runs, tmp_path):
     with pytest.raises(DataError, match=f"{fake_runs['empty']} is not a run folder: it has no config.yaml"):
         tool.main([fake_runs["empty"], "--out", str(tmp_path / "o")])
     parent = os.path.dirname(fake_runs["going"])
-    with pytest.raises(DataError, match=rf"{parent} is not a run folder.*\(its sub-folders tested, vit_going are runs: pass {parent}/\*\)"):
+    with pytest.raises(DataError, match=rf"{parent} is not a run folder.*"
+                                        rf"\(its sub-folders tested, vit_going are runs: pass {parent}/\*\)"):
         tool.main([parent, "--out", str(tmp_path / "o")])
     with pytest.raises(DataError, match="run folder .*missing does not exist"):
         tool.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
@@ -228,6 +237,7 @@ def seeded_run(root, name: str, arch: str, seed: int, val_map: float, tests: dic
     return str(run)
 
 
+@pytest.mark.slow
 def test_several_folders_skip_those_that_are_not_runs(fake_runs, tmp_path, capsys):
     """`summarize_runs.py logs/demo/*` meets the data cache, the summary folder itself and stray files."""
     cache = tmp_path / "data_cache" / "occ_duke_0123"
@@ -290,7 +300,8 @@ def test_runs_that_differ_only_in_the_seed_become_mean_std_rows(tmp_path, capsys
     tsd, vit = rows
     assert float(tsd["mAP mean"]) == pytest.approx(0.28)
     assert float(tsd["mAP std"]) == pytest.approx(((0.03 ** 2 + 0.01 ** 2 + 0.02 ** 2) / 2) ** 0.5)  # n - 1
-    assert float(vit["best mAP mean"]) == pytest.approx(0.19) and float(vit["best mAP std"]) == pytest.approx(0.02 ** 0.5 / 10)
+    assert (float(vit["best mAP mean"]) == pytest.approx(0.19)
+            and float(vit["best mAP std"]) == pytest.approx(0.02 ** 0.5 / 10))
     assert vit["new NPO R1 mean"] == "0.6" and vit["new NPO R1 std"] == ""  # one of two runs has it: no spread
     md = (out / "seeds.md").read_text()
     assert "| tsd_s1, tsd_s2, tsd_s3 | tsd | 1, 2, 3 | 3 | 28.0 ± 2.6 | 20.0 ± 0.0 | 28.0 ± 2.6 | 10.0 ± 0.0 |" in md

@@ -144,6 +144,7 @@ def test_new_benchmark_lists(synthetic_root):
     assert valid["ALL"] == len(queries) and valid["NPO"] >= len(queries) // 2 and valid["NTP"] >= len(queries) // 2
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_whatever_the_workers(synthetic_root, tmp_path):
     cli = tmp_path / "cli"
     subprocess.run([sys.executable, "tools/make_synthetic_data.py", "--root", str(cli), "--scale", "tiny",

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from config import load_cfg
+from config.parts import part_abbrev
 from datasets import build_dataset
 from datasets.bases import parse_pid_cam
 from datasets.transforms import build_eval_transform
@@ -23,7 +24,6 @@ from processor.inference import extract_features
 from tests.parity import REPO
 from tools import extract_features as extract_tool
 from tools import vis_attn, vis_rank
-from config.parts import part_abbrev
 from tools._common import eval_loader, query_names
 from utils.errors import CheckpointError, ConfigError, DataError
 
@@ -94,9 +94,11 @@ def test_attention_and_visibility_match_the_model(tiny, synthetic_root):
     torch.testing.assert_close(maps.sum(dim=(2, 3)), torch.ones(4, model.num_parts + 1))
 
 
+@pytest.mark.slow
 def test_vis_attn_writes_one_png_per_image_and_the_true_visibilities(tiny, synthetic_root, tmp_path):
     cfg, model, weight = tiny
-    assert vis_attn.main(["--config_file", CONFIG, "--num", "3", *overrides(synthetic_root, weight, str(tmp_path))]) == 0
+    assert vis_attn.main(["--config_file", CONFIG, "--num", "3",
+                          *overrides(synthetic_root, weight, str(tmp_path))]) == 0
     out = tmp_path / "vis_attn"
     query = build_dataset("occ_duke", synthetic_root).query[:3]
     pngs = sorted(p for p in os.listdir(out) if p.endswith(".png") and p != "index.png")
@@ -113,6 +115,7 @@ def test_vis_attn_writes_one_png_per_image_and_the_true_visibilities(tiny, synth
     assert (want > 0.5).any() and (want < 0.5).any()  # the check above tells parts apart
 
 
+@pytest.mark.slow
 def test_vis_attn_own_images_and_baseline_refused(tiny, synthetic_root, tmp_path):
     _, _, weight = tiny
     folder = tmp_path / "mine"
@@ -123,7 +126,8 @@ def test_vis_attn_own_images_and_baseline_refused(tiny, synthetic_root, tmp_path
     out = tmp_path / "attn"
     args = ["--config_file", CONFIG, "--images", str(folder), "--out", str(out), *overrides(synthetic_root, weight, "")]
     assert vis_attn.main(args) == 0
-    assert sorted(json.loads((out / "visibility.json").read_text())) == [str(folder / "a.png"), str(folder / "sub" / "b.jpg")]
+    assert (sorted(json.loads((out / "visibility.json").read_text()))
+            == [str(folder / "a.png"), str(folder / "sub" / "b.jpg")])
     with pytest.raises(ConfigError, match="MODEL.ARCH vit"):
         vis_attn.main(args + ["MODEL.ARCH", "vit"])
 
@@ -145,12 +149,15 @@ def test_ranked_gallery_skips_removed_entries_stably():
     assert vis_rank.ranked_gallery(dist, removed, 3).tolist() == [3, 2, 0]
     g_pids, g_cams = np.array([1, 1, 1, 2]), np.array([0, 1, 1, 0])
     assert vis_rank.protocol_removed(1, 0, g_pids, g_cams, np.zeros(4, bool)).tolist() == [True, False, False, False]
-    assert vis_rank.protocol_removed(1, 0, g_pids, g_cams, np.array([0, 1, 0, 1], bool)).tolist() == [True, True, False, False]
+    assert (vis_rank.protocol_removed(1, 0, g_pids, g_cams, np.array([0, 1, 0, 1], bool)).tolist()
+            == [True, True, False, False])
 
 
+@pytest.mark.slow
 def test_vis_rank_draws_the_evaluator_ranking(tiny, synthetic_root, tmp_path):
     cfg, model, weight = tiny
-    args = ["--config_file", CONFIG, "--num-queries", "4", "--topk", "5", *overrides(synthetic_root, weight, str(tmp_path))]
+    args = ["--config_file", CONFIG, "--num-queries", "4", "--topk", "5",
+            *overrides(synthetic_root, weight, str(tmp_path))]
     assert vis_rank.main(args) == 0
     out = tmp_path / "vis_rank"
     assert len([p for p in os.listdir(out) if p.endswith(".png")]) == 4
@@ -176,7 +183,8 @@ def test_vis_rank_draws_the_evaluator_ranking(tiny, synthetic_root, tmp_path):
 def test_plot_ranking_layout(synthetic_root):
     paths = [r.path for r in build_dataset("occ_duke", synthetic_root).gallery[:4]]
     query = vis_rank.RankedImage(paths[0], np.array([1, 0, 1, 0, 1.0]), "query")
-    gallery = [vis_rank.RankedImage(p, np.ones(5), f"#{i}", m) for i, (p, m) in enumerate(zip(paths[1:], (True, False, None)))]
+    gallery = [vis_rank.RankedImage(p, np.ones(5), f"#{i}", m)
+               for i, (p, m) in enumerate(zip(paths[1:], (True, False, None)))]
     fig = vis_rank.plot_ranking(query, gallery, ["head", "arm", "torso", "leg", "feet"], (256, 128), "t")
     assert len(fig.axes) == 5  # query, gap, 3 gallery images
     letters = [t.get_text() for t in fig.axes[0].texts]
@@ -269,6 +277,7 @@ def test_extract_features_user_errors(tiny, synthetic_root, own_images, tmp_path
         extract_tool.main(["--config_file", CONFIG, "--images", images, "TEST.WEIGHT", weight, "--topk", "3"])
 
 
+@pytest.mark.slow
 def test_tools_read_the_run_config_beside_the_weight(tiny, synthetic_root, own_images, tmp_path, monkeypatch):
     """Without --config_file the tools take the run's config.yaml beside TEST.WEIGHT (or beside --onnx);
     extract_features writes into logs/features/<images folder> of the current folder, not the run's."""
@@ -298,6 +307,7 @@ def test_tools_read_the_run_config_beside_the_weight(tiny, synthetic_root, own_i
         vis_rank.main([])
 
 
+@pytest.mark.slow
 def test_scripts_run_from_the_repo_root_and_print_one_error_line(tmp_path):
     """As a script: repo root importable, run_main turns the missing checkpoint into one stderr line."""
     proc = subprocess.run(

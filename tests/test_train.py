@@ -48,6 +48,7 @@ class StopAfter(HookBase):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_identical(synthetic_root, tmp_path):
     straight = run_training(tiny_cfg(synthetic_root, str(tmp_path / "straight")))
     cfg = tiny_cfg(synthetic_root, str(tmp_path / "resumed"))
@@ -66,6 +67,7 @@ def test_resume_is_bitwise_identical(synthetic_root, tmp_path):
         assert all(torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])) for k in sa[i]), i
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_and_writes_reference_checkpoints(synthetic_root, tmp_path):
     out = tmp_path / "run"
     cfg = tiny_cfg(synthetic_root, str(out), "SOLVER.MAX_EPOCHS", "6", "SOLVER.EVAL_PERIOD", "6")
@@ -121,6 +123,7 @@ def test_non_finite_losses_are_skipped_then_abort(synthetic_root, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the finite steps did train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("new_metric", [False, True])
 def test_test_py_evaluates_a_training_checkpoint(synthetic_root, tmp_path, new_metric):
     from model import make_model
@@ -142,6 +145,7 @@ def test_test_py_evaluates_a_training_checkpoint(synthetic_root, tmp_path, new_m
     assert "Rank-1" in r.stdout
 
 
+@pytest.mark.slow
 def test_saved_config_round_trip_and_a_one_key_ablation(synthetic_root, tmp_path):
     """train.py with MODEL.NUM_PARTS 3 alone trains the 3-part model (the grouping follows) and writes
     config.yaml; test.py evaluates the checkpoint from TEST.WEIGHT alone (the run's config.yaml: model,
@@ -149,7 +153,8 @@ def test_saved_config_round_trip_and_a_one_key_ablation(synthetic_root, tmp_path
     needs --config_file, which one error line says."""
     run = tmp_path / "tsd_three"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    train = [sys.executable, os.path.join(REPO, "train.py"), "--config_file", DEMO_CFG, "DATASETS.ROOT_DIR", synthetic_root,
+    train = [sys.executable, os.path.join(REPO, "train.py"), "--config_file", DEMO_CFG,
+             "DATASETS.ROOT_DIR", synthetic_root,
              "OUTPUT_DIR", str(run), "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[128, 64]",
              "INPUT.SIZE_TEST", "[128, 64]", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCHS", "1",
              "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1",
@@ -169,7 +174,8 @@ def test_saved_config_round_trip_and_a_one_key_ablation(synthetic_root, tmp_path
     assert r.returncode == 0, r.stderr[-2000:]
     one = json.load(open(run / "test_occ_duke" / "results.json"))
     assert one["weight"] == str(weight) and set(one["results"]) == {"ALL"}
-    r = test_py("--config_file", str(run / "config.yaml"), "TEST.WEIGHT", str(weight), "OUTPUT_DIR", str(tmp_path / "t"))
+    r = test_py("--config_file", str(run / "config.yaml"), "TEST.WEIGHT", str(weight),
+                "OUTPUT_DIR", str(tmp_path / "t"))
     assert r.returncode == 0, r.stderr[-2000:]
     again = json.load(open(tmp_path / "t" / "results.json"))
     assert again["results"]["ALL"]["mAP"] == one["results"]["ALL"]["mAP"] > 0
@@ -192,4 +198,5 @@ def test_train_py_reports_config_typo_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--config_file", DEMO_CFG,
                         "SOLVER.BASE_LRR", "0.1"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: unknown config key 'SOLVER.BASE_LRR' in the command line; did you mean 'SOLVER.BASE_LR'?"
+    assert r.stderr.strip() == ("error: unknown config key 'SOLVER.BASE_LRR' in the command line; "
+                                "did you mean 'SOLVER.BASE_LR'?")

@@ -10,10 +10,17 @@ from torchvision import tv_tensors
 from config import get_cfg_defaults
 from config.parts import flip_permutation
 from datasets.masks import add_background, group_parts
-from datasets.transforms import (PairedHorizontalFlip, PairedRandomErasing, TrainTransform, build_eval_transform,
-                                 file_is_truncated, make_resize, read_image, read_pil_image)
+from datasets.transforms import (
+    PairedHorizontalFlip,
+    PairedRandomErasing,
+    TrainTransform,
+    build_eval_transform,
+    file_is_truncated,
+    make_resize,
+    read_image,
+    read_pil_image,
+)
 from model.targets import mask_targets
-from tests.test_datasets import data_copy  # noqa: F401 (fixture)
 from utils.errors import DataError, user_message
 
 H, W = 64, 32

@@ -29,14 +29,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import tempfile
+import time
 
-import torch  # noqa: E402
+import torch
 
-from config import load_cfg  # noqa: E402
-from datasets import build_dataset, make_batch_transform, make_train_loader, preflight  # noqa: E402
+from config import load_cfg
+from datasets import build_dataset, make_batch_transform, make_train_loader, preflight
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "OCC_Duke", "vit_base.yml")

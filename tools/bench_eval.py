@@ -31,15 +31,16 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evaluation import ReidEvaluator  # noqa: E402
-from tests.oracles import reference_distance, reference_eval, reference_rerank  # noqa: E402
+from evaluation import ReidEvaluator
+from evaluation.reid_evaluation import DEFAULT_RERANK_PARAMS
+from tests.oracles import reference_distance, reference_eval, reference_rerank
 
 DUKE = {"num_query": 2210, "num_gallery": 17661, "gallery_ids": 1110, "query_ids": 519, "cameras": 8}
 # MSMT17's test split: 11,659 queries and 82,161 gallery images of 3,060 identities, 15 cameras.
@@ -54,7 +55,8 @@ def _sizes(size: dict, fraction: float) -> tuple[int, int, int, int]:
     return tuple(max(2, round(size[k] * fraction)) for k in ("num_query", "num_gallery", "gallery_ids", "query_ids"))
 
 
-def make_features(size: dict = DUKE, fraction: float = 1.0, num_parts: int = NUM_PARTS, dim: int = DIM, seed: int = 0) -> dict:
+def make_features(size: dict = DUKE, fraction: float = 1.0, num_parts: int = NUM_PARTS, dim: int = DIM,
+                  seed: int = 0) -> dict:
     """Synthetic evaluation set of ``fraction`` of ``size`` (queries first) with identity structure.
 
     Token feature = 0.3 identity centre + 0.2 camera offset + noise (all N(0, 1) draws; mAP about 0.5);
@@ -62,7 +64,8 @@ def make_features(size: dict = DUKE, fraction: float = 1.0, num_parts: int = NUM
     """
     gen = torch.Generator().manual_seed(seed)
     num_q, num_g, num_ids, num_qids = _sizes(size, fraction)
-    pids = torch.cat([torch.randint(0, num_qids, (num_q,), generator=gen), torch.randint(0, num_ids, (num_g,), generator=gen)])
+    pids = torch.cat([torch.randint(0, num_qids, (num_q,), generator=gen),
+                      torch.randint(0, num_ids, (num_g,), generator=gen)])
     camids = torch.randint(0, size["cameras"], (num_q + num_g,), generator=gen)
     tokens = 1 + num_parts
     centres = torch.randn(num_ids, tokens, dim, generator=gen)
@@ -74,7 +77,8 @@ def make_features(size: dict = DUKE, fraction: float = 1.0, num_parts: int = NUM
         feats[sl] = 0.3 * centres[pids[sl]] + cam_offsets[camids[sl]] + noise
     lower = torch.arange(tokens) > (tokens + 1) // 2  # the lower half of the parts (leg, feet for P = 5)
     p_query = torch.where(lower, 0.4, 0.9)
-    vis = torch.cat([torch.rand(num_q, tokens, generator=gen) < p_query, torch.rand(num_g, tokens, generator=gen) < 0.8]).float()
+    vis = torch.cat([torch.rand(num_q, tokens, generator=gen) < p_query,
+                     torch.rand(num_g, tokens, generator=gen) < 0.8]).float()
     vis[:, 0] = 1
     return {"feats": feats, "vis": vis, "pids": pids, "camids": camids, "num_query": num_q}
 
@@ -93,7 +97,7 @@ def _run_reference(data: dict, reranking: bool) -> tuple[dict, tuple]:
     feats = F.normalize(feats, dim=2, p=2)
     nq = data["num_query"]
     if reranking:
-        distmat = reference_rerank(reference_distance(feats, vis, feats, vis), nq)
+        distmat = reference_rerank(reference_distance(feats, vis, feats, vis), nq, **DEFAULT_RERANK_PARAMS)
     else:
         distmat = reference_distance(feats[:nq], vis[:nq], feats[nq:], vis[nq:])
     pids, camids = pids.numpy(), camids.numpy()
@@ -171,7 +175,8 @@ def _spawn(method: str, args: argparse.Namespace, dim: int, reranking: bool) -> 
     this process's stderr)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cmd = [sys.executable, "-m", "tools.bench_eval", "--child", method, "--scale", args.size, "--fraction",
-           str(args.fraction), "--dims", str(dim), "--threads", str(args.threads), "--reranking", "yes" if reranking else "no"]
+           str(args.fraction), "--dims", str(dim), "--threads", str(args.threads),
+           "--reranking", "yes" if reranking else "no"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     proc = subprocess.run(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
@@ -190,19 +195,22 @@ def _measure(args: argparse.Namespace, dim: int, reranking: bool) -> dict:
     for method in METHODS:
         if method == "reference" and args.no_reference:
             continue
-        if method == "reference" and 16 * tokens * (num_all**2 if reranking else num_q * num_g) > REFERENCE_MEMORY_LIMIT:
+        if (method == "reference"
+                and 16 * tokens * (num_all**2 if reranking else num_q * num_g) > REFERENCE_MEMORY_LIMIT):
             print(f"reference skipped: its (1+P) x {'N x N' if reranking else 'Q x G'} tensors exceed "
                   f"{REFERENCE_MEMORY_LIMIT / 2**30:.0f} GiB (use --fraction)")
             continue
         rows[method] = _spawn(method, args, dim, reranking)
     floor = rows["gemm"]["gemm_time"]
     extrapolate = args.fraction < 1
-    print(f"{'method':<10} {'time [s]':>9} {'/ GEMM':>7} {'peak [GiB]':>11} {'extra [MiB]':>12} {'mAP':>8} {'Rank-1':>8} "
+    print(f"{'method':<10} {'time [s]':>9} {'/ GEMM':>7} {'peak [GiB]':>11} {'extra [MiB]':>12} "
+          f"{'mAP':>8} {'Rank-1':>8} "
           f"{'mINP':>8} {'valid':>6}" + (f" {'full-size time [s], extrapolated':>34}" if extrapolate else ""))
     print(f"{'features':<10} {'':>9} {'':>7} {base / 1024:>11.2f}")
     for method, r in rows.items():
         seconds = r["gemm_time"] if method == "gemm" else r["time"]
-        line = f"{method:<10} {seconds:>9.2f} {seconds / floor:>7.2f} {r['maxrss_mib'] / 1024:>11.2f} {r['maxrss_mib'] - base:>12.0f}"
+        line = (f"{method:<10} {seconds:>9.2f} {seconds / floor:>7.2f} {r['maxrss_mib'] / 1024:>11.2f} "
+                f"{r['maxrss_mib'] - base:>12.0f}")
         if "mAP" in r:
             line += f" {r['mAP']:>8.4f} {r['cmc'][0]:>8.4f} {r['mINP']:>8.4f} {r['num_valid']:>6}"
         elif extrapolate:
@@ -213,13 +221,14 @@ def _measure(args: argparse.Namespace, dim: int, reranking: bool) -> dict:
     if "reference" in rows:
         ref, ours = rows["reference"], rows["ours"]
         memory = (ours["maxrss_mib"] - base) / max(ref["maxrss_mib"] - base, 1)
-        print(f"ours / reference: {ref['time'] / ours['time']:.1f}x faster, {100 * memory:.1f}% of the peak extra memory")
+        print(f"ours / reference: {ref['time'] / ours['time']:.1f}x faster, "
+              f"{100 * memory:.1f}% of the peak extra memory")
         print(f"vs the reference as written (np.argsort quicksort): {_agreement(ref, ours)}")
         print(f"vs the reference with a stable argsort:            {_agreement(ref['stable'], ours)}")
     return rows
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", default="occ_duke",
@@ -228,9 +237,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--fraction", type=float, default=1.0, help="fraction of the query/gallery/identity counts")
     parser.add_argument("--dims", type=int, nargs="+", default=[DIM], help="feature widths to measure (e.g. 256 768)")
     parser.add_argument("--reranking", nargs="?", const="yes", default="no", choices=["no", "yes", "both"],
-                        help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3): yes (the bare flag), no, or both")
+                        help="k-reciprocal re-ranking ({}): yes (the bare flag), no, or both".format(
+                            ", ".join(f"{k} {v:g}" for k, v in DEFAULT_RERANK_PARAMS.items())))
     parser.add_argument("--threads", type=int, default=2, help="torch / BLAS threads of each measurement")
-    parser.add_argument("--no-reference", action="store_true", help="skip the reference algorithm (slow at large sizes)")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the reference algorithm (slow at large sizes)")
     parser.add_argument("--child", choices=["features", *METHODS], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.scale in SIZES:

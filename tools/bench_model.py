@@ -22,11 +22,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import load_cfg  # noqa: E402
-from loss import make_loss  # noqa: E402
-from model import fused_attention, make_model  # noqa: E402
+from config import load_cfg
+from loss import make_loss
+from model import fused_attention, make_model
 
-OFFICIAL_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "OCC_Duke", "vit_base.yml")
+OFFICIAL_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "configs", "OCC_Duke", "vit_base.yml")
 NUM_CLASSES = 702  # Occluded-Duke training identities
 IDS_PER_BATCH_K = 4  # P x K batches as in training (K = 4 images per identity)
 
@@ -49,7 +50,8 @@ def train_step(model, loss_fn, batch: tuple, dtype: torch.dtype | None, fused: b
         torch.cuda.synchronize()
     start = time.perf_counter()
     model.zero_grad(set_to_none=True)
-    with fused_attention(model, fused), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with fused_attention(model, fused), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                       enabled=dtype is not None):
         outputs = model(images, labels, masks)
         loss = sum(loss_fn(outputs, labels).values())
     loss.backward()
@@ -73,11 +75,13 @@ def main() -> None:
     parts = cfg.MODEL.NUM_PARTS
     images = torch.randn(args.batch, 3, h, w, device=device)
     labels = torch.arange(args.batch, device=device) // IDS_PER_BATCH_K
-    masks = F.interpolate(torch.randn(args.batch, parts + 1, h // 16, w // 16, device=device) * 15, size=(h, w)).softmax(1)
+    masks = F.interpolate(torch.randn(args.batch, parts + 1, h // 16, w // 16, device=device) * 15,
+                          size=(h, w)).softmax(1)
 
     print(
         f"{cfg.MODEL.TRANSFORMER_TYPE} TSD, {h}x{w}, batch {args.batch}, {NUM_CLASSES} classes, device {args.device}, "
-        f"{args.threads} threads, torch {torch.__version__}; {args.warmup} warm-up + {args.iters} timed steps per setting, round-robin, median"
+        f"{args.threads} threads, torch {torch.__version__}; {args.warmup} warm-up + {args.iters} timed steps "
+        "per setting, round-robin, median"
     )
     settings = {
         f"{dtype_name} {attn_name}": (dtype, fused)

@@ -29,19 +29,19 @@ import statistics
 import sys
 import time
 import traceback
-from typing import Iterator
+from collections.abc import Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from config import load_cfg  # noqa: E402
-from loss import make_loss  # noqa: E402
-from model import make_model  # noqa: E402
-from processor.trainer import Trainer, compile_model  # noqa: E402
-from solver import create_scheduler, make_optimizer  # noqa: E402
+from config import load_cfg
+from loss import make_loss
+from model import make_model
+from processor.trainer import Trainer, compile_model
+from solver import create_scheduler, make_optimizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "OCC_Duke", "vit_base.yml")

@@ -32,20 +32,17 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import json  # noqa: E402
-from typing import Sequence  # noqa: E402
+from collections.abc import Sequence
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from config.run_config import EVAL_CONFIG_HELP  # noqa: E402
-from evaluation import query_gallery_distance  # noqa: E402
-from tools._common import (  # noqa: E402
-    eval_loader, figure_path, file_stem, folder_records, load_model, load_tool_cfg, parse_tool_args, query_names,
-    save_figure, tool_argparser, tool_output_dir,
-)
-from tools.vis_rank import RankedImage, plot_ranking, ranked_gallery  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.logger import get_logger  # noqa: E402
+from config.run_config import EVAL_CONFIG_HELP
+from evaluation import query_gallery_distance
+from tools import _common as common
+from tools.vis_rank import RankedImage, plot_ranking, ranked_gallery
+from utils.cli import run_main
+from utils.logger import get_logger
+from utils.misc import atomic_write_json
 
 __all__ = ["save_features", "default_out", "main"]
 
@@ -66,7 +63,7 @@ def save_features(out: str, prefix: str, feats: np.ndarray, vis: np.ndarray, pat
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
-    parser = tool_argparser(__doc__.splitlines()[0], config_help=EVAL_CONFIG_HELP.replace(
+    parser = common.tool_argparser(__doc__.splitlines()[0], config_help=EVAL_CONFIG_HELP.replace(
         "beside TEST.WEIGHT", "beside TEST.WEIGHT or the --onnx file"))
     parser.add_argument("--images", metavar="DIR", required=True, help="folder of images to extract")
     parser.add_argument("--gallery", metavar="DIR", help="also extract this folder and rank it for every image")
@@ -75,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topk", type=int, default=10, help="gallery images per ranking (default 10)")
     parser.add_argument("--onnx", metavar="FILE", help="compute the features with onnxruntime from this file of "
                         "tools/export_onnx.py instead of PyTorch (TEST.WEIGHT is then not needed)")
-    args = parse_tool_args(parser, argv)
-    cfg = load_tool_cfg(args, need_weight=not args.onnx, model_file=args.onnx)
-    out = tool_output_dir(cfg, args.out or default_out(args.images), "", "extract_features_log.txt")
+    args = common.parse_tool_args(parser, argv)
+    cfg = common.load_tool_cfg(args, need_weight=not args.onnx, model_file=args.onnx)
+    out = common.tool_output_dir(cfg, args.out or default_out(args.images), "", "extract_features_log.txt")
     log = get_logger()
-    queries = folder_records(args.images)
-    gallery = folder_records(args.gallery) if args.gallery else []
+    queries = common.folder_records(args.images)
+    gallery = common.folder_records(args.gallery) if args.gallery else []
 
     from processor.inference import eval_amp_dtype, extract_features
 
@@ -92,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info(f"features from {args.onnx} by onnxruntime"
                  + (" (flip averaged in the graph)" if model.metadata.get("flip_feats") else ""))
     else:
-        (model, device), flip = load_model(cfg, num_classes=1), cfg.TEST.FLIP_FEATS
+        (model, device), flip = common.load_model(cfg, num_classes=1), cfg.TEST.FLIP_FEATS
     amp = None if args.onnx else eval_amp_dtype(cfg, device)  # TEST.AMP, as test.py
-    data = extract_features(model, eval_loader(cfg, queries, gallery), device, flip=flip, amp_dtype=amp)
+    data = extract_features(model, common.eval_loader(cfg, queries, gallery), device, flip=flip, amp_dtype=amp)
     feats, vis, paths, m = data["feats"].cpu().numpy(), data["vis"].cpu().numpy(), data["paths"], len(queries)
     save_features(out, "", feats[:m], vis[:m], paths[:m])
     log.info(f"wrote features {feats[:m].shape} and visibility {vis[:m].shape} of {args.images} to {out}"
@@ -105,20 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     save_features(out, "gallery_", feats[m:], vis[m:], paths[m:])
     if cfg.TEST.RE_RANKING:
         log.warning("TEST.RE_RANKING is ignored here: the rankings use the plain part distance")
-    dist = query_gallery_distance(data["feats"].float(), data["vis"].float(), m, cfg.TEST.FEAT_NORM == "yes").cpu().numpy()
-    names, rankings = query_names(cfg), {}
+    dist = query_gallery_distance(data["feats"].float(), data["vis"].float(), m,
+                                  cfg.TEST.FEAT_NORM == "yes").cpu().numpy()
+    names, rankings = common.query_names(cfg), {}
     os.makedirs(os.path.join(out, "ranking"), exist_ok=True)
     for i in range(m):
         top = ranked_gallery(dist[i], np.zeros(dist.shape[1], dtype=bool), args.topk)
         ranked = [RankedImage(paths[m + j], vis[m + j, 1:],
-                              f"#{r + 1}  d {dist[i, j]:.3f}\n{file_stem(paths[m + j])[:16]}") for r, j in enumerate(top)]
-        query = RankedImage(paths[i], vis[i, 1:], f"query\n{file_stem(paths[i])[:16]}")
+                              f"#{r + 1}  d {dist[i, j]:.3f}\n{common.file_stem(paths[m + j])[:16]}")
+                  for r, j in enumerate(top)]
+        query = RankedImage(paths[i], vis[i, 1:], f"query\n{common.file_stem(paths[i])[:16]}")
         fig = plot_ranking(query, ranked, names, cfg.INPUT.SIZE_TEST, os.path.basename(paths[i]))
-        save_figure(fig, figure_path(os.path.join(out, "ranking"), i, paths[i]))
+        common.save_figure(fig, common.figure_path(os.path.join(out, "ranking"), i, paths[i]))
         rankings[paths[i]] = [{"path": paths[m + j], "distance": float(dist[i, j])} for j in top]
-    with open(os.path.join(out, "ranking.json"), "w") as f:
-        json.dump(rankings, f, indent=1)
-    log.info(f"ranked {len(gallery)} gallery images of {args.gallery} for {m} images: {out}/ranking.json, {out}/ranking/")
+    atomic_write_json(rankings, os.path.join(out, "ranking.json"))
+    log.info(f"ranked {len(gallery)} gallery images of {args.gallery} for {m} images: "
+             f"{out}/ranking.json, {out}/ranking/")
     return 0
 
 

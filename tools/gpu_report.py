@@ -40,8 +40,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,7 +133,7 @@ class Report:
         t = time.perf_counter()
         try:
             cells = fn()
-        except Exception as e:  # noqa: BLE001 - one row's failure must not cost the others
+        except Exception as e:  # one row's failure must not cost the others
             reason = f"{type(e).__name__}: {e}".replace("\n", " ").replace("|", "/")[:300]
             cells = {"note": f"failed: {reason}"}
             log(f"{measurement} / {setting}: failed\n{traceback.format_exc()}")
@@ -371,8 +371,8 @@ def e2e_rows(s: Setup, report: Report, workers: int) -> None:
 def eval_rows(s: Setup, report: Report) -> None:
     """Feature extraction over query + gallery (real loader), then the evaluator, as processor.inference does."""
     from datasets import make_dataloader
-    from model import make_model
     from evaluation import ReidEvaluator
+    from model import make_model
     from processor.inference import eval_amp_dtype, extract_features
 
     state = {}

@@ -35,24 +35,24 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import multiprocessing  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from concurrent.futures.process import BrokenProcessPool  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from importlib.util import find_spec  # noqa: E402
-from typing import Iterable, Sequence  # noqa: E402
+import multiprocessing
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from importlib.util import find_spec
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from config.parts import NUM_CHANNELS, NUM_KEYPOINTS, PIFPAF_LIMBS, PIFPAF_PARTS  # noqa: E402
-from datasets.bases import IMAGE_EXTENSIONS, list_images  # noqa: E402
-from datasets.mask_layout import mask_candidates, mask_stem  # noqa: E402
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.errors import ConfigError, DataError  # noqa: E402
-from utils.logger import setup_logger  # noqa: E402
-from utils.progress import Progress  # noqa: E402
+from config.parts import NUM_CHANNELS, NUM_KEYPOINTS, PIFPAF_LIMBS, PIFPAF_PARTS
+from datasets.bases import IMAGE_EXTENSIONS, list_images
+from datasets.mask_layout import mask_candidates, mask_stem
+from utils.cli import ArgumentParser, run_main
+from utils.errors import ConfigError, DataError
+from utils.logger import setup_logger
+from utils.progress import Progress
 
 __all__ = ["Person", "field_size", "render_fields", "BlazePose", "folder_jobs", "dataset_jobs", "make_masks",
            "Summary", "main"]

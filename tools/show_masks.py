@@ -19,20 +19,20 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from config.parts import part_labels  # noqa: E402
-from datasets.masks import load_mask  # noqa: E402
-from datasets.transforms import TrainTransform, read_image  # noqa: E402
-from tools.make_masks import folder_jobs  # noqa: E402
-from tools.show_samples import MEAN, STD, overlay  # noqa: E402
-from utils.cli import ArgumentParser  # noqa: E402
-from utils.errors import DataError  # noqa: E402
+from config.parts import part_labels
+from datasets.masks import load_mask
+from datasets.transforms import TrainTransform, read_image
+from tools.make_masks import folder_jobs
+from tools.show_samples import MEAN, STD, overlay
+from utils.cli import ArgumentParser
+from utils.errors import DataError
 
 GROUPINGS = ("five", "eight", "three")
 

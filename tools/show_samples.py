@@ -15,21 +15,21 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import argparse  # noqa: E402
+import argparse
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Patch
 
-from config.parts import PART_GROUPINGS, part_labels  # noqa: E402
-from datasets import DATASET_FACTORY, build_dataset  # noqa: E402
-from datasets.masks import find_mask, load_mask  # noqa: E402
-from datasets.transforms import TrainTransform, read_image  # noqa: E402
-from utils.errors import DataError  # noqa: E402
+from config.parts import PART_GROUPINGS, part_labels
+from datasets import DATASET_FACTORY, build_dataset
+from datasets.masks import find_mask, load_mask
+from datasets.transforms import TrainTransform, read_image
+from utils.errors import DataError
 
 MEAN = STD = (0.5, 0.5, 0.5)
 ALPHA = 0.55  # opacity of the part colours over the image

@@ -36,18 +36,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import csv  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
+import csv
+import dataclasses
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
 
-import yaml  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no GUI backend, no global state)
+import yaml
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-from config import diff  # noqa: E402
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.errors import DataError  # noqa: E402
+from config import diff
+from utils.cli import ArgumentParser, run_main
+from utils.errors import DataError
 
 __all__ = ["Run", "NotARunError", "read_run", "parse_metrics", "parse_train_log", "differing_keys", "table_rows",
            "write_table", "seed_groups", "seed_rows", "write_seed_table", "plot_curves", "main"]
@@ -226,7 +227,8 @@ def read_run(path: str) -> Run:
         data = _read_json(res_path, run)
         if not data or "results" not in data:
             continue
-        kind = ("new" if data.get("new_metric") or "NPO" in data["results"] else "standard", bool(data.get("re_ranking")))
+        kind = ("new" if data.get("new_metric") or "NPO" in data["results"] else "standard",
+                bool(data.get("re_ranking")))
         if kind in run.tests:
             run.notes.append(f"{res_path}: another {_kind_name(kind)} result besides {run.tests[kind][0]}, left out")
             continue
@@ -339,7 +341,8 @@ def write_table(runs: Sequence[Run], out: str) -> tuple[str, str, str]:
     text = "\n".join(lines)
     md_path, csv_path = os.path.join(out, "runs.md"), os.path.join(out, "runs.csv")
     with open(md_path, "w") as f:
-        f.write(text + "\n\nRank-1 / mAP / mINP in percent; best epoch / best mAP from the validation during training.\n")
+        f.write(text + "\n\nRank-1 / mAP / mINP in percent; "
+                       "best epoch / best mAP from the validation during training.\n")
         if sources:
             f.write("\nSources:\n\n" + "".join(f"- {s}\n" for s in sources))
     with open(csv_path, "w", newline="") as f:
@@ -430,7 +433,8 @@ def write_seed_table(runs: Sequence[Run], out: str) -> tuple[str, str, str] | No
                 "denominator), Rank-1 / mAP / mINP in percent; n runs per config.\n")
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(header[:first_metric] + [f"{h} {stat}" for h in header[first_metric:] for stat in ("mean", "std")])
+        writer.writerow(header[:first_metric]
+                        + [f"{h} {stat}" for h in header[first_metric:] for stat in ("mean", "std")])
         for row in rows:
             stats = [("" if v is None or v[i] is None else v[i]) for v in row[first_metric:] for i in (0, 1)]
             writer.writerow(["" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else v)
@@ -501,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             runs.append(read_run(path))
             paths.append(path)
-        except NotARunError as e:
+        except NotARunError:
             if len(args.runs) == 1:
                 raise
             skipped.append(path)
@@ -521,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntable: {md_path}, {csv_path}")
     if seeds:
         print(f"\nover seeds (mean ± std, n runs per config):\n\n{seeds[0]}\n\ntable: {seeds[1]}, {seeds[2]}")
-    print(f"curves: {png}" if png else "curves: none (no run has loss values in metrics.jsonl / train_log.txt or a validation)")
+    print(f"curves: {png}" if png
+          else "curves: none (no run has loss values in metrics.jsonl / train_log.txt or a validation)")
     return 0
 
 

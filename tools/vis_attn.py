@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Draw where each part query of the TSD student decoder looks (as the original code's vis_attn).
 
-    .venv/bin/python tools/vis_attn.py [--num 16] [--images DIR] [--out DIR] TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    .venv/bin/python tools/vis_attn.py [--num 16] [--images DIR] [--out DIR] \\
+        TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
 The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
 checkpoint without one). For the first ``--num`` query images of the configured data set (or of the
@@ -24,24 +25,21 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import json  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Sequence  # noqa: E402
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import cv2  # noqa: E402
-import matplotlib  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import nn  # noqa: E402
+import cv2
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
 
-from tools._common import (  # noqa: E402
-    display_image, eval_loader, figure_path, file_stem, folder_records, load_model, load_tool_cfg, parse_tool_args,
-    query_names, save_figure, tool_argparser, tool_output_dir,
-)
-from utils.cli import run_main  # noqa: E402
-from utils.errors import ConfigError, DataError  # noqa: E402
-from utils.logger import get_logger  # noqa: E402
+from tools import _common as common
+from utils.cli import run_main
+from utils.errors import ConfigError, DataError
+from utils.logger import get_logger
+from utils.misc import atomic_write_json
 
 __all__ = ["AttentionRow", "attention_and_visibility", "head_mean_attention", "attention_titles", "overlay",
            "plot_attention", "main"]
@@ -139,17 +137,18 @@ def plot_attention(rows: Sequence[AttentionRow]) -> Figure:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
-    parser = tool_argparser(__doc__.splitlines()[0])
+    parser = common.tool_argparser(__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, default=16, help="number of images (default 16)")
     parser.add_argument("--images", metavar="DIR", help="draw the images under DIR instead of the query split")
     parser.add_argument("--out", metavar="DIR", help="output folder (default OUTPUT_DIR/vis_attn)")
-    args = parse_tool_args(parser, argv)
-    cfg = load_tool_cfg(args)
+    args = common.parse_tool_args(parser, argv)
+    cfg = common.load_tool_cfg(args)
     if cfg.MODEL.ARCH != "tsd":
-        raise ConfigError(f"MODEL.ARCH {cfg.MODEL.ARCH} has no part decoder to visualise; use a TSD model (MODEL.ARCH tsd)")
-    out = tool_output_dir(cfg, args.out, "vis_attn", "vis_attn_log.txt")
+        raise ConfigError(f"MODEL.ARCH {cfg.MODEL.ARCH} has no part decoder to visualise; "
+                          "use a TSD model (MODEL.ARCH tsd)")
+    out = common.tool_output_dir(cfg, args.out, "vis_attn", "vis_attn_log.txt")
     if args.images:
-        records, num_classes, source = folder_records(args.images), 1, args.images
+        records, num_classes, source = common.folder_records(args.images), 1, args.images
     else:
         from datasets import build_dataset
 
@@ -158,24 +157,23 @@ def main(argv: list[str] | None = None) -> int:
     records = records[: args.num]
     if not records:
         raise DataError(f"{source} has no images to draw")
-    model, device = load_model(cfg, num_classes)
-    names = query_names(cfg)
+    model, device = common.load_model(cfg, num_classes)
+    names = common.query_names(cfg)
 
     index_rows, visibility, count = [], {}, 0
-    for batch in eval_loader(cfg, records):
+    for batch in common.eval_loader(cfg, records):
         attn, probs = attention_and_visibility(model, batch.images.to(device))
         maps = head_mean_attention(attn, model.base.num_y, model.base.num_x).float().cpu().numpy()
         for path, image_maps, image_probs in zip(batch.paths, maps, probs.float().cpu().numpy()):
-            row = AttentionRow(file_stem(path), display_image(path, cfg.INPUT.SIZE_TEST), image_maps,
+            row = AttentionRow(common.file_stem(path), common.display_image(path, cfg.INPUT.SIZE_TEST), image_maps,
                                attention_titles(names, image_probs))
-            save_figure(plot_attention([row]), figure_path(out, count, path))
+            common.save_figure(plot_attention([row]), common.figure_path(out, count, path))
             visibility[path] = dict(zip(names, map(float, image_probs)))
             count += 1
             if len(index_rows) < INDEX_ROWS:
                 index_rows.append(row)
-    save_figure(plot_attention(index_rows), os.path.join(out, "index.png"), dpi=90)
-    with open(os.path.join(out, "visibility.json"), "w") as f:
-        json.dump(visibility, f, indent=1)
+    common.save_figure(plot_attention(index_rows), os.path.join(out, "index.png"), dpi=90)
+    atomic_write_json(visibility, os.path.join(out, "visibility.json"))
     get_logger().info(f"wrote {count} attention maps of {source} to {out} (+ index.png, visibility.json)")
     return 0
 

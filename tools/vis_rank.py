@@ -1,20 +1,22 @@
 #!/usr/bin/env python
 """Draw the top-K gallery of query images under the configured evaluation protocol.
 
-    .venv/bin/python tools/vis_rank.py [--num-queries 8] [--topk 10] [--out DIR] TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
+    .venv/bin/python tools/vis_rank.py [--num-queries 8] [--topk 10] [--out DIR] \\
+        TEST.WEIGHT logs/occ_duke/tsd_5/transformer_90.pth
 
-The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a
-checkpoint without one; ``KEY VALUE`` pairs override it, e.g. ``DATASETS.NAMES new_occ_duke
-TEST.NEW_METRIC True``). Evaluates the val set (query + gallery) exactly like ``test.py`` — same features, visibility-weighted
-part distance and protocol (``TEST.NEW_METRIC``, ``TEST.RE_RANKING``, ``TEST.FLIP_FEATS``) — logs the
-metrics, and for ``--num-queries`` queries (half rank-1 failures, half successes, spread over the
-query list) writes ``<out>/<nnn>_<query name>.png``: the query (blue frame) and its top-K gallery
-images with green (same identity) / red (other identity) frames, their distances to the query ``d``
-(lower = closer), and a strip of per-part visibility squares under each image (for 'five' H A T L F:
-head, arm, torso, leg, feet; coloured = predicted visible, used in the distance; grey = hidden). A
-legend at the bottom of every picture says the same. Gallery images the protocol removes for that query
-(same identity and camera; on the new benchmark also the ignored occlusion labels) are skipped, as in
-the evaluation. ``ranking.json`` lists the drawn rankings. ``<out>`` defaults to ``OUTPUT_DIR/vis_rank``.
+The config is the run's ``config.yaml`` beside ``TEST.WEIGHT`` (``--config_file FILE`` for a checkpoint
+without one; ``KEY VALUE`` pairs override it, e.g. ``DATASETS.NAMES new_occ_duke TEST.NEW_METRIC
+True``). Evaluates the val set (query + gallery) exactly like ``test.py`` — same features,
+visibility-weighted part distance and protocol (``TEST.NEW_METRIC``, ``TEST.RE_RANKING``,
+``TEST.FLIP_FEATS``) — logs the metrics, and for ``--num-queries`` queries (half rank-1 failures, half
+successes, spread over the query list) writes ``<out>/<nnn>_<query name>.png``: the query (blue frame)
+and its top-K gallery images with green (same identity) / red (other identity) frames, their distances
+to the query ``d`` (lower = closer), and a strip of per-part visibility squares under each image (for
+'five' H A T L F: head, arm, torso, leg, feet; coloured = predicted visible, used in the distance; grey
+= hidden). A legend at the bottom of every picture says the same. Gallery images the protocol removes
+for that query (same identity and camera; on the new benchmark also the ignored occlusion labels) are
+skipped, as in the evaluation. ``ranking.json`` lists the drawn rankings. ``<out>`` defaults to
+``OUTPUT_DIR/vis_rank``.
 """
 from __future__ import annotations
 
@@ -24,25 +26,23 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import json  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Mapping, Sequence  # noqa: E402
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from config.parts import part_abbrev  # noqa: E402
-from evaluation import ReidEvaluator  # noqa: E402
-from evaluation.protocols import HOLISTIC_LABEL, NEW_PROTOCOL_IGNORED  # noqa: E402
-from tools._common import (  # noqa: E402
-    display_image, figure_path, load_model, load_tool_cfg, parse_tool_args, query_names, save_figure,
-    tool_argparser, tool_output_dir,
-)
-from utils.cli import run_main  # noqa: E402
-from utils.logger import get_logger  # noqa: E402
+from config.parts import part_abbrev
+from evaluation import ReidEvaluator
+from evaluation.protocols import ignored_entries
+from tools import _common as common
+from utils.cli import run_main
+from utils.logger import get_logger
+from utils.misc import atomic_write_json
 
-__all__ = ["RankedImage", "pick_queries", "protocol_removed", "ranked_gallery", "ranking_legend", "plot_ranking", "main"]
+__all__ = ["RankedImage", "pick_queries", "protocol_removed", "ranked_gallery", "ranking_legend", "plot_ranking",
+           "main"]
 
 FRAME = {True: (0.1, 0.75, 0.2), False: (0.9, 0.1, 0.1), None: (0.55, 0.55, 0.55)}  # match / non-match / unknown
 QUERY_FRAME = (0.1, 0.3, 0.9)
@@ -113,7 +113,7 @@ def _framed(image: np.ndarray, colour: Sequence[float]) -> np.ndarray:
 
 def _draw(ax: Axes, item: RankedImage, size: Sequence[int], frame: Sequence[float], labels: Sequence[str]) -> None:
     """The framed image of ``item`` with a row of part-visibility squares under it."""
-    picture = _framed(display_image(item.path, size), frame)
+    picture = _framed(common.display_image(item.path, size), frame)
     height, width = picture.shape[:2]
     if labels:
         strip = np.ones((STRIP_PX, width, 3))
@@ -165,19 +165,19 @@ def plot_ranking(query: RankedImage, gallery: Sequence[RankedImage], part_names:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
-    parser = tool_argparser(__doc__.splitlines()[0])
+    parser = common.tool_argparser(__doc__.splitlines()[0])
     parser.add_argument("--num-queries", type=int, default=8, help="number of queries to draw (default 8)")
     parser.add_argument("--topk", type=int, default=10, help="gallery images per query (default 10)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default OUTPUT_DIR/vis_rank)")
-    args = parse_tool_args(parser, argv)
-    cfg = load_tool_cfg(args)
-    out = tool_output_dir(cfg, args.out, "vis_rank", "vis_rank_log.txt")
+    args = common.parse_tool_args(parser, argv)
+    cfg = common.load_tool_cfg(args)
+    out = common.tool_output_dir(cfg, args.out, "vis_rank", "vis_rank_log.txt")
 
     from datasets import make_test_loader
     from processor.inference import eval_amp_dtype, extract_features, format_results
 
     val_loader, num_query, num_classes, camera_num, view_num = make_test_loader(cfg)
-    model, device = load_model(cfg, num_classes, camera_num, view_num)
+    model, device = common.load_model(cfg, num_classes, camera_num, view_num)
     data = extract_features(model, val_loader, device, flip=cfg.TEST.FLIP_FEATS, amp_dtype=eval_amp_dtype(cfg, device))
     evaluator = ReidEvaluator.from_cfg(cfg, num_query)
     occ = data["occ"] if cfg.TEST.NEW_METRIC else None
@@ -189,10 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     paths, vis = data["paths"], data["vis"][:, 1:].cpu().numpy()
     pids, camids = data["pids"].numpy(), data["camids"].numpy()
     g = slice(num_query, None)
-    g_ignored = (np.isin(data["occ"].numpy()[g], (HOLISTIC_LABEL, *NEW_PROTOCOL_IGNORED["all"])) if occ is not None
-                 else np.zeros(len(paths) - num_query, dtype=bool))
+    # the evaluation's own rule for the ranking it drew (ALL split on the new benchmark)
+    g_ignored = ignored_entries(evaluator.protocol, occ[g] if occ is not None else None,
+                                len(paths) - num_query)["all"].numpy()
     per_query = results["all"]["per_query"]
-    names = query_names(cfg)
+    names = common.query_names(cfg)
     rankings = {}
     for n, qi in enumerate(pick_queries(per_query, args.num_queries)):
         removed = protocol_removed(pids[qi], camids[qi], pids[g], camids[g], g_ignored)
@@ -206,11 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
         hit = per_query["cmc"][qi, 0] > 0
         title = f"{os.path.basename(paths[qi])}: rank-1 {'hit' if hit else 'miss'}, AP {per_query['ap'][qi]:.2f}"
-        save_figure(plot_ranking(query, gallery, names, cfg.INPUT.SIZE_TEST, title), figure_path(out, n, paths[qi]))
+        common.save_figure(plot_ranking(query, gallery, names, cfg.INPUT.SIZE_TEST, title),
+                           common.figure_path(out, n, paths[qi]))
         rankings[paths[qi]] = [{"path": item.path, "distance": float(distmat[qi, j]), "match": item.match}
                                for item, j in zip(gallery, top)]
-    with open(os.path.join(out, "ranking.json"), "w") as f:
-        json.dump(rankings, f, indent=1)
+    atomic_write_json(rankings, os.path.join(out, "ranking.json"))
     get_logger().info(f"wrote {len(rankings)} rankings to {out} (+ ranking.json)")
     return 0
 

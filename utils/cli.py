@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 from .errors import TSDError, user_message
 from .logger import get_logger
@@ -96,6 +97,7 @@ def check_device(device: str) -> None:
         driver = f", which needs an NVIDIA driver >= {MIN_DRIVER[major]}" if major in MIN_DRIVER else ""
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         env = f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
-        raise ConfigError(f"MODEL.DEVICE is 'cuda' but torch sees no GPU (torch {torch.__version__}, {build}{driver}{env}); "
+        raise ConfigError("MODEL.DEVICE is 'cuda' but torch sees no GPU "
+                          f"(torch {torch.__version__}, {build}{driver}{env}); "
                           f"add MODEL.DEVICE cpu to run on the CPU (much slower), or check nvidia-smi and install the "
                           f"torch build for your driver (README, 'The GPU: CUDA driver and torch build')")

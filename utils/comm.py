@@ -4,7 +4,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -121,19 +122,9 @@ def all_true(flag: torch.Tensor) -> bool:
     return bool(flag.item())
 
 
-def all_gather_object(obj: Any) -> list[Any]:
-    """Gather a picklable object from every rank (a one-element list without a process group)."""
-    if not is_dist():
-        return [obj]
-    out: list[Any] = [None] * get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def gather_object(obj: Any, dst: int = 0) -> list[Any] | None:
     """Gather a picklable object from every rank on rank ``dst``: the list in rank order there, None
-    elsewhere (``[obj]`` without a process group). Only ``dst`` receives the data, unlike
-    :func:`all_gather_object`."""
+    elsewhere (``[obj]`` without a process group). Only ``dst`` receives the data."""
     if not is_dist():
         return [obj]
     out: list[Any] | None = [None] * get_world_size() if get_rank() == dst else None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional
 
 from tqdm import tqdm
 
@@ -24,13 +23,14 @@ class Progress:
     """
 
     def __init__(self, total: float, desc: str, unit: str = "it", delay: float = 10.0, interval: float = 30.0,
-                 bar: Optional[bool] = None) -> None:
+                 bar: bool | None = None) -> None:
         self.total, self.desc, self.unit = total, desc, unit
         self.delay, self.interval = delay, interval
         self.done = 0
         self.start = self._last = time.perf_counter()
         use_bar = sys.stderr.isatty() if bar is None else bar
-        self._bar = tqdm(total=total, desc=desc, unit=unit, delay=delay, leave=False, file=sys.stderr) if use_bar else None
+        self._bar = (tqdm(total=total, desc=desc, unit=unit, delay=delay, leave=False, file=sys.stderr)
+                     if use_bar else None)
 
     def update(self, n: float = 1) -> None:
         """Add ``n`` finished units."""
@@ -43,11 +43,12 @@ class Progress:
             self._last = now
             get_logger().info(self.line(now))
 
-    def line(self, now: Optional[float] = None) -> str:
+    def line(self, now: float | None = None) -> str:
         """``desc: done/total unit (pct), elapsed, ETA``."""
         elapsed = (time.perf_counter() if now is None else now) - self.start
         eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-        return (f"{self.desc}: {self.done:,.0f}/{self.total:,.0f} {self.unit} ({100 * self.done / max(self.total, 1):.0f}%), "
+        return (f"{self.desc}: {self.done:,.0f}/{self.total:,.0f} {self.unit} "
+                f"({100 * self.done / max(self.total, 1):.0f}%), "
                 f"{tqdm.format_interval(elapsed)} elapsed, ETA {tqdm.format_interval(eta) if self.done else '?'}")
 
     def close(self) -> None:
@@ -57,7 +58,7 @@ class Progress:
         elif time.perf_counter() - self.start >= self.delay:
             get_logger().info(f"{self.desc}: done in {tqdm.format_interval(time.perf_counter() - self.start)}")
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -18,8 +18,8 @@ import math
 import os
 import pickle
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
 
 import torch
 from timm.layers import resample_abs_pos_embed, trunc_normal_
@@ -366,7 +366,8 @@ def build_transreid(
     if name not in BACKBONES:
         raise ConfigError(f"unknown MODEL.TRANSFORMER_TYPE '{name}'; choose one of {sorted(BACKBONES)}")
     return TransReID(
-        BACKBONES[name], img_size, stride, drop_path_rate, drop_rate, attn_drop_rate, camera, view, sie_coe, local_feature
+        BACKBONES[name], img_size, stride, drop_path_rate, drop_rate, attn_drop_rate, camera, view, sie_coe,
+        local_feature
     )
 
 

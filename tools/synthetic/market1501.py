@@ -81,13 +81,15 @@ def plan_market(scale: str, seed: int) -> Plan:
         images.append(ImageSpec(name(pid, cam), pid, cam, (split,), occlusion, anonymous))
 
     for pid, n in zip(train_pids, _spread(rng, spec.train_images, spec.train_ids, 2)):
-        cams = rng.choice(np.arange(1, MARKET_CAMS + 1), size=int(rng.integers(2, MARKET_CAMS, endpoint=True)), replace=False)
+        cams = rng.choice(np.arange(1, MARKET_CAMS + 1), size=int(rng.integers(2, MARKET_CAMS, endpoint=True)),
+                          replace=False)
         for _ in range(n):
             add(pid, int(rng.choice(cams)), "bounding_box_train")
     queries = _spread(rng, spec.queries, spec.test_ids, 1)
     gallery = _spread(rng, spec.gallery, spec.test_ids, 2)
     for pid, n_query, n_gallery in zip(test_pids, queries, gallery):
-        cams = rng.permutation(np.arange(1, MARKET_CAMS + 1))[: int(rng.integers(2, MARKET_CAMS, endpoint=True))].tolist()
+        cams = rng.permutation(np.arange(1, MARKET_CAMS + 1))[
+            : int(rng.integers(2, MARKET_CAMS, endpoint=True))].tolist()
         for k in range(n_query):
             add(pid, cams[k % len(cams)], "query")
         for k in range(n_gallery):

@@ -15,8 +15,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.synthetic.layout import (DUKE_ASPECTS, DUKE_HEIGHTS, KINDS, NONE, NUM_CAMS, OBJECT, PERSON, SPLITS,
-                                    TRAIN_OCCLUSION_P, ImageSpec, Plan)
+from tools.synthetic.layout import (
+    DUKE_ASPECTS,
+    DUKE_HEIGHTS,
+    KINDS,
+    NONE,
+    NUM_CAMS,
+    OBJECT,
+    PERSON,
+    SPLITS,
+    TRAIN_OCCLUSION_P,
+    ImageSpec,
+    Plan,
+)
 from utils.errors import DataError
 
 DATASET_DIR = "Occluded_Duke"
@@ -53,7 +64,8 @@ SCALES = {
 }
 
 
-def new_benchmark_lists(images: list[ImageSpec], query_pids: set[int], rng: np.random.Generator) -> tuple[list[str], list[str]]:
+def new_benchmark_lists(images: list[ImageSpec], query_pids: set[int],
+                        rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """The §3.8 construction: the gallery is the de-duplicated union of query/ and bounding_box_test/
     (files in both are listed once, as ``query/``); labels 1/2/3 = person-occluded / object-occluded /
     holistic images of query identities, 0 = everything else; the new queries are up to five holistic
@@ -188,13 +200,15 @@ def plan_full(names_from: str, seed: int) -> Plan:
     for line in new_gallery:
         path, _, label = line.rpartition(",")
         if not path or label not in ("0", "1", "2", "3"):
-            raise DataError(f"{os.path.join(names_from, NEW_GALLERY)}: bad line '{line}', expected '<split>/<name>.jpg,<0-3>'")
+            raise DataError(f"{os.path.join(names_from, NEW_GALLERY)}: bad line '{line}', "
+                            "expected '<split>/<name>.jpg,<0-3>'")
         labels[path] = int(label)
     listed = {f"{split}/{n}" for split in SPLITS for n in names[split]}
     for filename, paths in ((NEW_QUERY, new_query), (NEW_GALLERY, labels)):
         missing = next((p for p in paths if p not in listed), None)
         if missing is not None:
-            raise DataError(f"{os.path.join(names_from, filename)}: '{missing}' is in none of the .list files of {names_from}")
+            raise DataError(f"{os.path.join(names_from, filename)}: '{missing}' "
+                            f"is in none of the .list files of {names_from}")
     splits_of: dict[str, list[str]] = {}
     for split in SPLITS:
         for n in names[split]:

@@ -1,8 +1,9 @@
 """Painting primitives of the synthetic renderer: shapes drawn into a label map and composited at once."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Union
 
 import cv2
 import numpy as np

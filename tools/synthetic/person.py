@@ -51,7 +51,8 @@ def _garment(rng: np.random.Generator, texture_p: tuple[float, ...]) -> Garment:
     accent = colour
     while accent == colour:
         accent = pick_colour(rng, GARMENT)
-    return Garment(colour, accent, TEXTURES[int(rng.choice(len(TEXTURES), p=texture_p))], float(rng.uniform(0.04, 0.09)))
+    return Garment(colour, accent, TEXTURES[int(rng.choice(len(TEXTURES), p=texture_p))],
+                   float(rng.uniform(0.04, 0.09)))
 
 
 def random_appearance(rng: np.random.Generator) -> Appearance:

@@ -19,8 +19,16 @@ import numpy as np
 from config.parts import PIFPAF_LIMBS
 from tools.synthetic.layout import DUKE_ASPECTS, NONE, NUM_CAMS, OBJECT, ImageSpec
 from tools.synthetic.paint import Painter, ellipse, pixel, polygon, rect, segment
-from tools.synthetic.person import (GARMENT, Pose, draw_person, identity_appearance, pick_colour,
-                                    place_person, random_appearance, sample_pose)
+from tools.synthetic.person import (
+    GARMENT,
+    Pose,
+    draw_person,
+    identity_appearance,
+    pick_colour,
+    place_person,
+    random_appearance,
+    sample_pose,
+)
 
 MASK_STRIDE = 8  # PifPaf fields are predicted at stride 8
 HIDDEN_RANGE = (0.2, 0.75)  # fraction of the target's body an occluder hides
@@ -55,7 +63,8 @@ def camera_style(seed: int, cam: int) -> CameraStyle:
     rng = np.random.default_rng([seed, 0xCA, cam])
     grey = rng.uniform(70, 190)
     return CameraStyle(
-        wall=0.55 * grey + 0.45 * rng.uniform(40, 220, 3), ground=rng.uniform(0.45, 0.8) * grey + rng.uniform(-15, 15, 3),
+        wall=0.55 * grey + 0.45 * rng.uniform(40, 220, 3),
+        ground=rng.uniform(0.45, 0.8) * grey + rng.uniform(-15, 15, 3),
         horizon=float(rng.uniform(0.45, 0.75)), pattern=str(rng.choice(("plain", "bands", "windows", "noise"))),
         period=float(rng.uniform(0.08, 0.2)), gain=float(rng.uniform(0.75, 1.2)),
         contrast=float(rng.uniform(0.8, 1.15)), cast=rng.uniform(0.88, 1.12, 3))
@@ -71,9 +80,10 @@ def object_occluder(shape: tuple[int, int], rng: np.random.Generator) -> Painter
     if kind == "car":  # covers the lower body over the full width
         top, x0, x1 = h * rng.uniform(0.45, 0.7), -w * rng.uniform(0, 0.3), w * (1 + rng.uniform(0, 0.3))
         roof = top + 0.08 * h
-        p.paint(polygon(np.array([[x0 + 0.1 * w, roof], [x0 + 0.3 * w, top], [x1 - 0.3 * w, top], [x1 - 0.1 * w, roof]])), dark)
-        p.paint(polygon(np.array([[x0 + 0.2 * w, roof], [x0 + 0.33 * w, top + 0.015 * h], [x1 - 0.33 * w, top + 0.015 * h],
-                                   [x1 - 0.2 * w, roof]])), (70, 60, 50))
+        p.paint(polygon(np.array([[x0 + 0.1 * w, roof], [x0 + 0.3 * w, top], [x1 - 0.3 * w, top],
+                                   [x1 - 0.1 * w, roof]])), dark)
+        p.paint(polygon(np.array([[x0 + 0.2 * w, roof], [x0 + 0.33 * w, top + 0.015 * h],
+                                   [x1 - 0.33 * w, top + 0.015 * h], [x1 - 0.2 * w, roof]])), (70, 60, 50))
         p.paint(rect(x0, roof, x1, h + 1), colour)
         p.paint(segment(np.array([x0, roof + 0.05 * h]), np.array([x1, roof + 0.05 * h]), 0.012 * h), dark)
         for x in (x0 + 0.25 * w, x1 - 0.25 * w):
@@ -123,7 +133,8 @@ def render_background(style: CameraStyle, h: int, w: int, rng: np.random.Generat
         win = (((ys[:horizon] + offset[0]) // half) % 2) * (((xs + offset[1]) // half) % 2)
         img[:horizon] *= (1.0 - 0.3 * win)[..., None]
     elif style.pattern == "noise":
-        img *= cv2.resize(rng.uniform(0.8, 1.2, (4, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
+        img *= cv2.resize(rng.uniform(0.8, 1.2, (4, 3)).astype(np.float32), (w, h),
+                          interpolation=cv2.INTER_CUBIC)[..., None]
     img *= np.linspace(1.12, 0.9, h, dtype=np.float32)[:, None, None]  # light from above
     for _ in range(int(rng.integers(1, 4))):  # low-contrast clutter: doors, posts, parked things
         x0, y0 = rng.uniform(-0.2, 1.0) * w, rng.uniform(0.0, 0.8) * h
@@ -196,7 +207,8 @@ def image_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def render(spec: ImageSpec, seed: int, heights: tuple[int, int], aspects: tuple[float, float] = DUKE_ASPECTS) -> Rendered:
+def render(spec: ImageSpec, seed: int, heights: tuple[int, int],
+           aspects: tuple[float, float] = DUKE_ASPECTS) -> Rendered:
     """Render the image and the parsing fields of ``spec`` (height in ``heights``, height:width in
     ``aspects``; Market-1501's fixed 128 x 64 boxes are ``heights=(128, 128), aspects=(2, 2)``)."""
     rng = image_rng(seed, spec.name)

@@ -153,7 +153,8 @@ def generate(root: str, scale: str = "tiny", seed: int = 0, names_from: str | No
         for n, nbytes in results:
             done, written = done + n, written + nbytes
             if done / total >= next_report:
-                log.info("  %d/%d images (%.0f%%), %.1f s", done, total, 100 * done / total, time.perf_counter() - start)
+                log.info("  %d/%d images (%.0f%%), %.1f s", done, total, 100 * done / total,
+                         time.perf_counter() - start)
                 next_report = math.floor(10 * done / total) / 10 + 0.1
     finally:
         if pool:
