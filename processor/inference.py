@@ -124,19 +124,22 @@ def _rank(r: dict, k: int) -> float:
     return float(cmc[min(k, len(cmc)) - 1]) if len(cmc) and r["num_valid"] else float("nan")
 
 
-def _row(label: str, r: dict) -> str:
-    return (f"{label:<10}{100 * _rank(r, 1):>8.1f}{100 * _rank(r, 5):>8.1f}{100 * _rank(r, 10):>9.1f}"
+def _row(label: str, r: dict, width: int) -> str:
+    return (f"{label:<{width}}{100 * _rank(r, 1):>8.1f}{100 * _rank(r, 5):>8.1f}{100 * _rank(r, 10):>9.1f}"
             f"{100 * r['mAP']:>8.1f}{100 * r['mINP']:>8.1f}{r['num_valid']:>9d}")
 
 
 def format_results(results: dict[str, dict], title: str = "") -> str:
     """A table: one row per protocol split with Rank-1/5/10, mAP, mINP (percent) and valid queries,
     followed by one indented row per token when the results hold per-token metrics (TEST.PER_PART)."""
-    lines = [title] if title else []
-    lines.append(f"{'split':<10}{'Rank-1':>8}{'Rank-5':>8}{'Rank-10':>9}{'mAP':>8}{'mINP':>8}{'queries':>9}")
+    rows = []
     for key, r in results.items():
-        lines.append(_row(SPLIT_NAMES.get(key, key), r))
-        lines += [_row(f"  {name}", t) for name, t in r.get("per_token", {}).items()]
+        rows.append((SPLIT_NAMES.get(key, key), r))
+        rows += [(f"  {name}", t) for name, t in r.get("per_token", {}).items()]
+    width = max([10, *(len(label) + 1 for label, _ in rows)])  # 'right_feet', 'upper_body' keep the columns
+    lines = [title] if title else []
+    lines.append(f"{'split':<{width}}{'Rank-1':>8}{'Rank-5':>8}{'Rank-10':>9}{'mAP':>8}{'mINP':>8}{'queries':>9}")
+    lines += [_row(label, r, width) for label, r in rows]
     return "\n".join(lines)
 
 

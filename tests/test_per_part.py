@@ -73,6 +73,16 @@ def test_table_and_json_list_every_token() -> None:
     assert "per_part" not in results_to_json(_evaluate(data)[0])["ALL"]
 
 
+def test_table_columns_stay_aligned_for_long_part_names() -> None:
+    """The eight-part names ('right_feet') and the three-part ones ('upper_body') are longer than the
+    label column of the split names: the numbers still stand under their headings."""
+    data = _random_set(seed=2)
+    names = ["global", "head", "upper_body", "right_feet", "arm", "leg"]
+    lines = format_results(_evaluate(data, protocol="new", token_names=names)[0]).splitlines()
+    assert len({len(line) for line in lines}) == 1
+    assert {line.index("queries") + len("queries") for line in lines[:1]} == {len(lines[1])}
+
+
 def test_from_cfg_names_the_tokens_of_the_model() -> None:
     """ReidEvaluator.from_cfg names the per-token rows after the model's tokens (config.parts.token_names):
     global, then the parts of the grouping; the ViT baseline has the global one only."""
