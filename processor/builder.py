@@ -72,8 +72,11 @@ def build_trainer(cfg, resume: str | None = None):
         CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.MODEL.NAME, extra={"config": cfg.dump()}),
     ])
     if resume:  # after the hooks exist: last.pth holds their states (the validation history)
-        trainer.start_epoch = checkpointer.resume(resume, trainer.hooks) + 1
+        trainer.start_epoch = checkpointer.resume(resume, trainer.hooks, trainer) + 1
+    # The identity sampler's epochs differ by a few batches: the first epoch's count stands for them all.
+    epochs = (f"epochs {trainer.start_epoch}..{cfg.SOLVER.MAX_EPOCHS}" if trainer.start_epoch <= cfg.SOLVER.MAX_EPOCHS
+              else f"nothing left to train (the run ended with epoch {trainer.start_epoch - 1})")
     logger.info(f"training on {device} ({comm.get_world_size()} process(es)), AMP {amp_dtype}, "
                 f"{'compiled (' + cfg.SOLVER.COMPILE_MODE + ')' if cfg.SOLVER.COMPILE else 'eager'}, "
-                f"{len(train_loader)} iterations/epoch, epochs {trainer.start_epoch}..{cfg.SOLVER.MAX_EPOCHS}")
+                f"about {len(train_loader)} iterations/epoch, {epochs}")
     return trainer

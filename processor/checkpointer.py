@@ -212,9 +212,10 @@ class Checkpointer:
         atomic_save(state, path)
         return path
 
-    def resume(self, path: str, hooks: Sequence = ()) -> int:
-        """Load a state written by :meth:`save_state` (the ``hooks``' states too; a ``last.pth`` written
-        before hooks had state has none, and they start empty); returns the epoch it was saved after."""
+    def resume(self, path: str, hooks: Sequence = (), trainer: Any = None) -> int:
+        """Load a state written by :meth:`save_state` (the ``hooks``' states too, and the ``trainer``'s
+        counters saved as ``extra`` ``trainer=``; a ``last.pth`` written before hooks or the trainer had
+        state has none, and they start afresh); returns the epoch it was saved after."""
         state = read_state(path)
         try:
             unwrap(self.model).load_state_dict(state["model"])
@@ -238,6 +239,8 @@ class Checkpointer:
         for key, hook in hook_keys(hooks):
             if key in saved_hooks:
                 hook.load_state_dict(saved_hooks[key])
+        if trainer is not None and state.get("trainer"):
+            trainer.load_state_dict(state["trainer"])
         get_logger().info(f"resumed from {path} (epoch {state['epoch']})")
         return int(state["epoch"])
 

@@ -54,13 +54,14 @@ class EventStorage:
     The sums start afresh with every epoch (:meth:`begin_epoch`), so float32 sums never grow long.
 
     Attributes:
-        iters_per_epoch: steps per epoch; epoch: the current epoch (1-based); iter: 0-based index of
-            the current step within it.
+        iters_per_epoch: steps of the current epoch; epoch: the current epoch (1-based); iter: 0-based
+            index of the current step within it; steps_before_epoch: steps of the run before this epoch.
     """
 
     def __init__(self, iters_per_epoch: int = 0, epoch: int = 1):
         self.iters_per_epoch = iters_per_epoch
         self.iter = 0
+        self.steps_before_epoch = 0
         self._seq = 0  # puts so far (both kinds)
         self._generation = 0
         self._latest: dict[str, tuple[int, Number]] = {}
@@ -69,10 +70,16 @@ class EventStorage:
     @property
     def step(self) -> int:
         """Steps done since the run began (epoch 1), counting the current one."""
-        return (self.epoch - 1) * self.iters_per_epoch + self.iter + 1
+        return self.steps_before_epoch + self.iter + 1
 
-    def begin_epoch(self, epoch: int) -> None:
-        """Start ``epoch``: forget the averaged scalars' sums (the latest values stay)."""
+    def begin_epoch(self, epoch: int, iters_per_epoch: int | None = None, steps_before: int | None = None) -> None:
+        """Start ``epoch``, of ``iters_per_epoch`` steps (the same as before when None), after ``steps_before``
+        steps of the run (by default ``(epoch - 1) * iters_per_epoch``; the identity sampler's epochs differ
+        a little in length, so the trainer counts them): forget the averaged scalars' sums (the latest
+        values stay)."""
+        if iters_per_epoch is not None:
+            self.iters_per_epoch = iters_per_epoch
+        self.steps_before_epoch = (epoch - 1) * self.iters_per_epoch if steps_before is None else steps_before
         self.epoch, self.iter = epoch, 0
         self._generation += 1
         self._sums: dict[str, torch.Tensor | float] = {}
@@ -294,7 +301,7 @@ class TensorboardWriter(EventWriter):
         self._last: Snapshot | None = None
 
     def open(self, storage: EventStorage) -> None:
-        first = (storage.epoch - 1) * storage.iters_per_epoch
+        first = storage.steps_before_epoch
         self.writer = self._summary_writer(self.log_dir, purge_step=first if first > 0 else None)
         self._last = None
 

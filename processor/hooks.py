@@ -139,7 +139,8 @@ class CheckpointHook(HookBase):
         if self.period > 0 and (epoch % self.period == 0 or epoch == self.trainer.max_epochs):
             path = self.checkpointer.save_weights(f"{self.prefix}_{epoch}.pth")
             get_logger().info(f"saved {path}")
-        self.checkpointer.save_state("last.pth", epoch, hooks=self.trainer.hooks, **self.extra)
+        self.checkpointer.save_state("last.pth", epoch, hooks=self.trainer.hooks, trainer=self.trainer.state_dict(),
+                                     **self.extra)
 
 
 class EvalHook(HookBase):

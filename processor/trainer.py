@@ -114,6 +114,10 @@ class Trainer:
     them). Each step puts them (``loss/<term>``, ``loss/total``, ``acc``) and the learning rate (``lr``)
     into :attr:`storage` (:class:`processor.events.EventStorage`), where hooks put theirs and writers read
     them all back at once when they write; :attr:`losses` / :attr:`accuracy` read one step back on demand.
+
+    The run's counters (steps done, skipped steps) are :meth:`state_dict`, saved in ``last.pth``: the
+    identity sampler's epochs differ a little in length, so the step of an epoch's first batch is counted,
+    not computed.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler,
@@ -137,7 +141,8 @@ class Trainer:
         # State visible to hooks.
         self.epoch = start_epoch
         self.iter = 0  # 0-based index of the last step within the epoch
-        self.iters_per_epoch = len(train_loader)  # type: ignore[arg-type]
+        self.iters_per_epoch = len(train_loader)  # type: ignore[arg-type]  (this epoch's: set per epoch)
+        self.steps_done: int | None = None  # steps of the run so far (None: not known before train())
         self.batch_size = 0
         # This step's detached loss terms (+ 'total') and accuracy, on the device; empty / None after
         # a skipped step.
@@ -158,9 +163,21 @@ class Trainer:
         for h in self.hooks:
             getattr(h, name)()
 
+    def state_dict(self) -> dict:
+        """The run's counters: ``{'steps_done', 'skipped_steps'}``."""
+        return {"steps_done": self.steps_done, "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the counters of :meth:`state_dict` (a resume)."""
+        self.steps_done = int(state["steps_done"])
+        self.skipped_steps = int(state["skipped_steps"])
+
     def train(self) -> None:
         """Run the remaining epochs, calling the hooks."""
-        self.storage.begin_epoch(self.start_epoch)  # writers open at the run's first epoch (a resume's too)
+        if self.steps_done is None:  # a new run, or a last.pth saved before the counters were: estimated
+            self.steps_done = (self.start_epoch - 1) * self.iters_per_epoch
+        # writers open at the run's first epoch (a resume's too)
+        self.storage.begin_epoch(self.start_epoch, steps_before=self.steps_done)
         self._call("before_train")
         for epoch in range(self.start_epoch, self.max_epochs + 1):
             self.epoch = epoch  # hooks read the trainer's epoch and iteration
@@ -169,13 +186,15 @@ class Trainer:
             set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
             if set_epoch is not None:
                 set_epoch(self.epoch)
+            self.iters_per_epoch = len(self.train_loader)  # type: ignore[arg-type]  (this epoch's plan)
             self.model.train()
-            self.storage.begin_epoch(self.epoch)
+            self.storage.begin_epoch(self.epoch, self.iters_per_epoch, self.steps_done)
             self._call("before_epoch")
             for it, batch in enumerate(self.train_loader):
                 self.iter = it
                 self.storage.iter = self.iter
                 self.run_step(batch)
+                self.steps_done += 1
                 self._call("after_step")
             self._call("after_epoch")
         self._call("after_train")

@@ -128,3 +128,44 @@ def test_a_dropped_trainer_takes_its_loader_workers_with_it(synthetic_root, tmp_
         assert not [w for w in workers if w.is_alive()]
     finally:
         gc.enable()
+
+
+class CountSkips(HookBase):
+    """Counts two skipped steps in epoch 1 (as if their losses had been non-finite)."""
+
+    def before_epoch(self) -> None:
+        if self.trainer.epoch == 1:
+            self.trainer.skipped_steps += 2
+
+
+@pytest.mark.slow
+def test_epochs_of_different_lengths_count_their_steps_across_a_resume(synthetic_root, tmp_path):
+    """2 images of 4 identities a batch: the identity sampler's epochs hold 7, 8, 7 batches. Every line
+    says its own epoch's length, the steps run 1, 2, ... without a gap or a repeat, and a run resumed
+    from last.pth continues both counters (steps, skipped steps) where the checkpoint left them."""
+    from tests.test_train import StopAfter
+
+    opts = ("SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2", "SOLVER.MAX_EPOCHS", "3",
+            "SOLVER.CHECKPOINT_PERIOD", "0", "SOLVER.LOG_PERIOD", "1")
+    straight = run_training(tiny_cfg(synthetic_root, str(tmp_path / "straight"), *opts), hooks=[CountSkips()])
+    lines = metrics_lines(tmp_path / "straight")
+    iters = [x for x in lines if x["kind"] == "iter"]
+    assert [x["step"] for x in iters] == list(range(1, len(iters) + 1))
+    lengths = [sum(x["epoch"] == e for x in iters) for e in (1, 2, 3)]
+    assert lengths == [7, 8, 7]
+    assert all(x["iters_per_epoch"] == lengths[x["epoch"] - 1] for x in lines)
+    assert straight.state_dict() == {"steps_done": 22, "skipped_steps": 2}
+
+    cfg = tiny_cfg(synthetic_root, str(tmp_path / "resumed"), *opts)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, hooks=[CountSkips(), StopAfter(2)])
+    resumed = run_training(cfg, resume=str(tmp_path / "resumed" / "last.pth"))
+    assert resumed.state_dict() == straight.state_dict()
+    assert without_timing(metrics_lines(tmp_path / "resumed")) == without_timing(lines)
+
+    # A last.pth saved before the trainer's counters were: the steps are estimated, the run goes on.
+    old = torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)
+    del old["trainer"]
+    old["epoch"] = 2
+    torch.save(old, tmp_path / "resumed" / "old.pth")
+    assert run_training(cfg, resume=str(tmp_path / "resumed" / "old.pth")).skipped_steps == 0
