@@ -244,6 +244,7 @@ print(json.dumps(rows))
 """
 
 
+@pytest.mark.slow
 def test_real_fields_stay_inside_the_person_mask(video_masks):
     crops = video_masks[0][::3]
     r = subprocess.run([MASKS_PY, "-c", FOREGROUND_CHECK, *crops], capture_output=True, text=True, cwd=REPO,
@@ -259,6 +260,7 @@ def test_real_fields_stay_inside_the_person_mask(video_masks):
     assert np.mean([row["kp_in"] for row in rows]) > 0.9, rows
 
 
+@pytest.mark.slow
 @needs_masks_env
 @needs_video
 def test_resume_overwrite_and_unreadable_images(tmp_path):
@@ -361,6 +363,7 @@ def write_market_from_video(root: str, train_per_id: int = 12, test_per_id: int 
     return counts
 
 
+@pytest.mark.slow
 @needs_masks_env
 @needs_video
 def test_train_and_test_on_real_crops_with_generated_masks(tmp_path):
