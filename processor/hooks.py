@@ -16,6 +16,12 @@ from .events import ConsoleWriter, EventWriter
 from .trainer import HookBase
 
 
+def _due(epoch: int, period: int, max_epochs: int) -> bool:
+    """Whether an every-``period``-epochs job runs after ``epoch``: every ``period``-th epoch and the last
+    one; never when ``period`` <= 0."""
+    return period > 0 and (epoch % period == 0 or epoch == max_epochs)
+
+
 class IterationTimer(HookBase):
     """Puts the run's pace into the event storage: every step ``img_s`` (images per second since the
     epoch began) and ``eta_seconds`` (the remaining steps at the mean step time since the run began);
@@ -136,7 +142,7 @@ class CheckpointHook(HookBase):
 
     def after_epoch(self) -> None:
         epoch = self.trainer.epoch
-        if self.period > 0 and (epoch % self.period == 0 or epoch == self.trainer.max_epochs):
+        if _due(epoch, self.period, self.trainer.max_epochs):
             path = self.checkpointer.save_weights(f"{self.prefix}_{epoch}.pth")
             get_logger().info(f"saved {path}")
         self.checkpointer.save_state("last.pth", epoch, hooks=self.trainer.hooks, trainer=self.trainer.state_dict(),
@@ -165,7 +171,7 @@ class EvalHook(HookBase):
 
     def after_epoch(self) -> None:
         epoch = self.trainer.epoch
-        if self.period <= 0 or not (epoch % self.period == 0 or epoch == self.trainer.max_epochs):
+        if not _due(epoch, self.period, self.trainer.max_epochs):
             return
         results = self.eval_fn()
         if results is None:  # non-zero ranks in DDP
