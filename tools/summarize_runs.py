@@ -327,6 +327,13 @@ def _cell(value: Any, percent: bool) -> str:
     return str(value)
 
 
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: empty for None, JSON for a list or dict (config values), else the value itself."""
+    if value is None:
+        return ""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
 def write_table(runs: Sequence[Run], out: str) -> tuple[str, str, str]:
     """Write ``out/runs.md`` (percent, one decimal) and ``out/runs.csv`` (raw fractions).
 
@@ -348,8 +355,7 @@ def write_table(runs: Sequence[Run], out: str) -> tuple[str, str, str]:
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
-        writer.writerows([["" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else v) for v in row]
-                          for row in rows])
+        writer.writerows([[_csv_cell(v) for v in row] for row in rows])
     return text, md_path, csv_path
 
 
@@ -437,8 +443,7 @@ def write_seed_table(runs: Sequence[Run], out: str) -> tuple[str, str, str] | No
                         + [f"{h} {stat}" for h in header[first_metric:] for stat in ("mean", "std")])
         for row in rows:
             stats = [("" if v is None or v[i] is None else v[i]) for v in row[first_metric:] for i in (0, 1)]
-            writer.writerow(["" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                             for v in row[:first_metric]] + stats)
+            writer.writerow([_csv_cell(v) for v in row[:first_metric]] + stats)
     return text, md_path, csv_path
 
 
